@@ -1,0 +1,235 @@
+//! Credentials (SPEC 3.1): trimming, the auth-token syntax and checksum, and masking.
+//!
+//! A credential's raw value is reachable only through [`Secret::expose`], used for the request
+//! body and the signature key. Every other way of printing it (`Debug`, `Display`, errors) gives
+//! the masked form.
+
+use std::ffi::OsStr;
+use std::fmt;
+
+use md5::{Digest, Md5};
+
+/// A credential's value. Formatting it in any way prints the masked form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Trims whitespace and quotes from both ends (SPEC 3.1); blank means unset.
+    ///
+    /// A value that is not UTF-8 is kept lossily: it can never match a real credential, and
+    /// the server's rejection then says so.
+    pub fn from_env_value(value: &OsStr) -> Option<Secret> {
+        let value = value.to_string_lossy();
+        let trimmed = value.trim_matches(|c: char| c.is_whitespace() || c == '\'' || c == '"');
+        (!trimmed.is_empty()).then(|| Secret(trimmed.to_string()))
+    }
+
+    /// Only for the request body and the signature key.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// SPEC 3.1's masked form: auth-token prefix and first 8 characters, or the first 3
+    /// characters and the length of a long key, or only the length.
+    pub fn masked(&self) -> String {
+        if let Some(parts) = auth_token_parts(&self.0) {
+            return format!("{}-{}-****-****-****-************", parts[0], parts[1]);
+        }
+        let length = self.0.chars().count();
+        if length >= 12 {
+            let head: String = self.0.chars().take(3).collect();
+            format!("{head}...<{length} chars>")
+        } else {
+            format!("<{length} chars>")
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// Which variable a credential came from; decides the type sent to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    AuthToken,
+    ApiKey,
+}
+
+impl CredentialKind {
+    pub fn variable(self) -> &'static str {
+        match self {
+            CredentialKind::AuthToken => "LOCALSTACK_AUTH_TOKEN",
+            CredentialKind::ApiKey => "LOCALSTACK_API_KEY",
+        }
+    }
+
+    /// The `credentials.type` of the request body.
+    pub fn wire_type(self) -> &'static str {
+        match self {
+            CredentialKind::AuthToken => "licensing-auth-token",
+            CredentialKind::ApiKey => "licensing-api-key",
+        }
+    }
+}
+
+/// A credential ready for activation.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub kind: CredentialKind,
+    pub secret: Secret,
+}
+
+impl Credential {
+    /// The literal credential `test` selects the development mode: no activation.
+    pub fn is_test(&self) -> bool {
+        self.secret.expose() == "test"
+    }
+
+    /// Checks an auth token's syntax and checksum; API keys have no format to check.
+    pub fn check_format(&self) -> Result<(), TokenFormatError> {
+        if self.kind == CredentialKind::ApiKey || self.is_test() {
+            return Ok(());
+        }
+        let value = self.secret.expose();
+        if auth_token_parts(value).is_none() {
+            return Err(TokenFormatError::Syntax);
+        }
+        // Everything after the first '-', without the 4 checksum characters at the end.
+        let (_, body) = value.split_once('-').ok_or(TokenFormatError::Syntax)?;
+        let (checked, checksum) = body.split_at(body.len() - 4);
+        let digest = Md5::digest(checked.as_bytes());
+        let expected = format!("{:02x}{:02x}", digest[0], digest[1]);
+        if expected == checksum {
+            Ok(())
+        } else {
+            Err(TokenFormatError::Checksum)
+        }
+    }
+}
+
+/// Why an auth token cannot be right; no request is made for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenFormatError {
+    Syntax,
+    Checksum,
+}
+
+impl fmt::Display for TokenFormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenFormatError::Syntax => f.write_str(
+                "LOCALSTACK_AUTH_TOKEN does not look like an auth token (ls…-xxxxxxxx-xxxx-xxxx-\
+                 xxxx-xxxxxxxxxxxx); copy it again from the LocalStack web app",
+            ),
+            TokenFormatError::Checksum => f.write_str(
+                "LOCALSTACK_AUTH_TOKEN has a typo (its checksum does not match); copy it again \
+                 from the LocalStack web app",
+            ),
+        }
+    }
+}
+
+/// Splits a value matching
+/// `^ls[A-Za-z]*-[A-Za-z]{4}[A-Za-z0-9]{4}(-[A-Za-z0-9]{4}){3}-[A-Za-z0-9]{12}$` into its six
+/// dash-separated parts, or `None`.
+fn auth_token_parts(value: &str) -> Option<[&str; 6]> {
+    let mut parts = value.split('-');
+    let mut next = || parts.next();
+    let found = [next()?, next()?, next()?, next()?, next()?, next()?];
+    if next().is_some() {
+        return None;
+    }
+    let alnum = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let [prefix, first, a, b, c, last] = found;
+    let prefix_ok = prefix.starts_with("ls") && prefix.bytes().all(|b| b.is_ascii_alphabetic());
+    let first_ok = first.len() == 8
+        && first[..4].bytes().all(|b| b.is_ascii_alphabetic())
+        && alnum(&first[4..], 4);
+    let ok = prefix_ok && first_ok && alnum(a, 4) && alnum(b, 4) && alnum(c, 4) && alnum(last, 12);
+    ok.then_some(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e";
+
+    fn secret(v: &str) -> Secret {
+        Secret::from_env_value(OsStr::new(v)).expect("non-blank")
+    }
+
+    fn auth(v: &str) -> Credential {
+        Credential {
+            kind: CredentialKind::AuthToken,
+            secret: secret(v),
+        }
+    }
+
+    #[test]
+    fn trimming_removes_whitespace_and_quotes_in_any_mix() {
+        assert_eq!(secret(" \"' abc\r\n'\"\t").expose(), "abc");
+        assert!(Secret::from_env_value(OsStr::new(" ")).is_none());
+        assert!(Secret::from_env_value(OsStr::new("\"\"")).is_none());
+        assert!(Secret::from_env_value(OsStr::new(" ' \" \r\n")).is_none());
+    }
+
+    #[test]
+    fn vector_tokens_check_as_documented() {
+        assert_eq!(auth(TOKEN).check_format(), Ok(()));
+        assert_eq!(
+            auth("ls-Abcd9876-aaaa-bbbb-cccc-dddddddd9d61").check_format(),
+            Ok(())
+        );
+        let typo = auth("ls-Wxyz0123-4567-89ab-cdef-ghijklmnf900");
+        assert_eq!(typo.check_format(), Err(TokenFormatError::Checksum));
+    }
+
+    #[test]
+    fn token_syntax_is_strict() {
+        for bad in [
+            "ls-Wxyz0123-4567-89ab-cdef",
+            "xx-Wxyz0123-4567-89ab-cdef-ghijklmnf90e",
+            "ls-W1yz0123-4567-89ab-cdef-ghijklmnf90e",
+            "ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e-",
+            "ls-Wxyz0123-4567-89ab-cdef-ghijklmnf9_e",
+            "lsé-Wxyz0123-4567-89ab-cdef-ghijklmnf90e",
+        ] {
+            assert_eq!(
+                auth(bad).check_format(),
+                Err(TokenFormatError::Syntax),
+                "{bad}"
+            );
+        }
+        let api_key = Credential {
+            kind: CredentialKind::ApiKey,
+            secret: secret("anything"),
+        };
+        assert_eq!(api_key.check_format(), Ok(()));
+    }
+
+    #[test]
+    fn masking_follows_the_spec() {
+        assert_eq!(
+            secret(TOKEN).masked(),
+            "ls-Wxyz0123-****-****-****-************"
+        );
+        assert_eq!(secret("abcdefghijkl").masked(), "abc...<12 chars>");
+        assert_eq!(secret("abcdefghijk").masked(), "<11 chars>");
+        assert_eq!(
+            format!("{:?}", secret(TOKEN)),
+            "ls-Wxyz0123-****-****-****-************"
+        );
+        let c = auth("supersecretvalue-123");
+        assert!(!format!("{c:?}").contains("supersecretvalue"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Reaping and process-tree chores: draining `waitpid(-1)`, finding what is left of the
+//! container's processes, and signalling them.
+//!
+//! The emulator's exit is seen only here (SPEC 6): nothing else in lsinit waits for a child.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+
+use nix::errno::Errno;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// What a drain found.
+pub struct Drained {
+    /// Processes reaped, with their exit status in shell form (code, or 128 + signal).
+    pub exited: Vec<(Pid, i32)>,
+    /// Whether any child is still alive.
+    pub children_remain: bool,
+}
+
+/// Reaps every child that has exited, adopted orphans included, without blocking.
+pub fn drain() -> Drained {
+    let mut exited = Vec::new();
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => exited.push((pid, code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => exited.push((pid, 128 + signal as i32)),
+            Ok(WaitStatus::StillAlive) => {
+                return Drained {
+                    exited,
+                    children_remain: true,
+                };
+            }
+            // Stopped/continued reports are only given with WUNTRACED/WCONTINUED.
+            Ok(_) => {}
+            Err(Errno::EINTR) => {}
+            Err(_) => {
+                return Drained {
+                    exited,
+                    children_remain: false,
+                };
+            }
+        }
+    }
+}
+
+/// Every live descendant of `root`, from `/proc` (parents before children).
+pub fn descendants(root: Pid) -> Vec<Pid> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue = VecDeque::from([root.as_raw()]);
+    while let Some(pid) = queue.pop_front() {
+        for &child in children.get(&pid).into_iter().flatten() {
+            found.push(Pid::from_raw(child));
+            queue.push_back(child);
+        }
+    }
+    found
+}
+
+/// The parent PID from `/proc/<pid>/stat`; the command name may hold spaces and parentheses,
+/// so the fields are read after its last `)`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sends a raw signal number (real-time ones included) to a process or, negative, a group.
+/// A target that is already gone is not an error.
+pub fn send(target: i32, signo: i32) -> bool {
+    // SAFETY: kill(2) has no memory effects; any pid and signal number are valid inputs.
+    let result = unsafe { libc::kill(target, signo) };
+    result == 0 || Errno::last() == Errno::ESRCH
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_of_reads_our_own_stat() {
+        let me = std::process::id() as i32;
+        assert_eq!(parent_of(me), Some(nix::unistd::getppid().as_raw()));
+    }
+}
