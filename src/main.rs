@@ -1,22 +1,16 @@
 //! lsinit: the PID-1 entrypoint of the LocalStack Pro image. This file is the lifecycle of
 //! SPEC section 1 and nothing else: each step lives in its own module.
 
-mod boot;
-mod cli;
-mod config;
-mod licensing;
-mod logging;
-mod supervision;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cli::Invocation;
-use config::{Environment, Settings};
-use licensing::Activation;
-use supervision::emulator::{self, Plan};
-use supervision::signals::{self, SignalReader};
+use lsinit::cli::{self, Invocation};
+use lsinit::config::{Environment, Settings};
+use lsinit::licensing::{self, Activation};
+use lsinit::supervision::emulator::{self, Plan};
+use lsinit::supervision::signals::{self, SignalReader};
+use lsinit::{boot, logging, supervision};
 
 /// lsinit could not set itself up.
 const EXIT_SETUP: u8 = 1;

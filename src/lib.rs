@@ -1,0 +1,10 @@
+//! lsinit's parts, one module per step of the lifecycle (SPEC section 1). The binary in
+//! `main.rs` strings them together; the library exists so that the fuzz targets and the
+//! benchmarks can reach the parsers.
+
+pub mod boot;
+pub mod cli;
+pub mod config;
+pub mod licensing;
+pub mod logging;
+pub mod supervision;

@@ -1,0 +1,8 @@
+//! lsinit's integration tests: the real binary against real loopback servers and real
+//! processes. One test binary, one module per concern.
+
+mod harness;
+mod licensing;
+mod network;
+mod runtime;
+mod supervision;
