@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: formatting and lint gates, the real LocalStack runtime (installed once and
+# reused), then every test of the workspace, then a short fuzz run. .ci/run calls exactly this.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+say() { printf '\n== %s\n' "$*" >&2; }
+
+say "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "LocalStack runtime for the end-to-end test"
+LSINIT_RUNTIME_VENV=$(scripts/install-runtime.sh)
+export LSINIT_RUNTIME_VENV
+
+say "cargo test --workspace"
+cargo test --workspace
+
+if [[ -x scripts/fuzz.sh ]]; then
+  say "short fuzz run"
+  scripts/fuzz.sh
+fi
