@@ -238,6 +238,25 @@ impl Running {
         self.child.id() as i32
     }
 
+    /// Waits for a stdout line containing `needle`; false when stdout ends or time runs out.
+    pub fn try_wait_for_line(&mut self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    assert_no_secret(&line, "lsinit's stdout");
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Waits for a stdout line containing `needle`; returns that line.
     pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
