@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -48,7 +48,12 @@ pub fn cached_license_path(roots: &Roots) -> PathBuf {
 
 /// Reads a small regular file; `Ok(None)` when it does not exist.
 pub fn read_small_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let file = match fs::File::open(path) {
+    // O_NONBLOCK: opening a FIFO put in the file's place must not hang the start.
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -73,10 +78,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no directory"))?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)?;
+    create_dir_0755(dir)?;
 
     let mut temp = tempfile::Builder::new()
         .prefix(".lsinit-")
@@ -90,6 +92,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` (and its parents) when missing. The directory itself gets exactly 0755, as the
+/// umask may have narrowed it (SPEC 3.2); one that exists is left as it is.
+fn create_dir_0755(dir: &Path) -> io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes a file if present; a missing file is not an error.
@@ -169,6 +187,14 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+    }
+
+    #[test]
+    fn reading_a_fifo_in_place_of_the_file_fails_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("license.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read_small_file(&fifo).is_err());
     }
 
     #[test]

@@ -151,9 +151,10 @@ fn auth_token_parts(value: &str) -> Option<[&str; 6]> {
     let alnum = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_alphanumeric());
     let [prefix, first, a, b, c, last] = found;
     let prefix_ok = prefix.starts_with("ls") && prefix.bytes().all(|b| b.is_ascii_alphabetic());
+    // Byte-wise: slicing the str could split a multi-byte character.
     let first_ok = first.len() == 8
-        && first[..4].bytes().all(|b| b.is_ascii_alphabetic())
-        && alnum(&first[4..], 4);
+        && first.as_bytes()[..4].iter().all(u8::is_ascii_alphabetic)
+        && first.as_bytes()[4..].iter().all(u8::is_ascii_alphanumeric);
     let ok = prefix_ok && first_ok && alnum(a, 4) && alnum(b, 4) && alnum(c, 4) && alnum(last, 12);
     ok.then_some(found)
 }
@@ -215,6 +216,17 @@ mod tests {
             secret: secret("anything"),
         };
         assert_eq!(api_key.check_format(), Ok(()));
+    }
+
+    #[test]
+    fn non_ascii_token_of_token_length_is_masked_without_panicking() {
+        // Found by the configuration fuzz target: 8 bytes, but not 8 characters.
+        let odd = secret("ls-abc\u{fffd}xy-4567-89ab-cdef-ghijklmnf90e");
+        assert_eq!(odd.masked(), "ls-...<37 chars>");
+        assert_eq!(
+            auth("ls-abc\u{fffd}xy-4567-89ab-cdef-ghijklmnf90e").check_format(),
+            Err(TokenFormatError::Syntax)
+        );
     }
 
     #[test]

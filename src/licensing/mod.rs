@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use self::client::{Call, Client, Machine, RequestError};
 use self::credential::{Credential, CredentialKind, Secret};
 use self::document::{Invalid, License};
-use crate::config::{Roots, Settings};
+use crate::config::Settings;
 
 /// A license issued further in the future than this means the clock is wrong.
 const CLOCK_SKEW_TOLERANCE: time::Duration = time::Duration::minutes(5);
@@ -158,7 +158,7 @@ fn activate_steps(settings: &Settings) -> Result<Activation, Failure> {
         };
         match license.check(&credential.secret, &version, now) {
             Ok(()) => {
-                warn_if_clock_is_wrong(&license, now);
+                warn_if_clock_is_wrong(settings, &license, now);
                 return Ok(active(license, LicenseSource::Cached(path)));
             }
             Err(Invalid::Stale { since }) => {
@@ -179,9 +179,12 @@ fn activate_steps(settings: &Settings) -> Result<Activation, Failure> {
     };
     if let Some(license) = stale {
         let since = license.reactivate_after.canonical();
-        log::warn!(
-            "the cached license {} needs re-activation since {since}",
-            license.id
+        warn_issue(
+            settings,
+            format_args!(
+                "the cached license {} needs re-activation since {since}",
+                license.id
+            ),
         );
         let call = Call::Activate {
             license_id: &license.id,
@@ -196,7 +199,7 @@ fn activate_steps(settings: &Settings) -> Result<Activation, Failure> {
                     "re-activation of {} was refused ({code}), thus requesting",
                     license.id
                 );
-                forget_cached_license(&settings.roots, &credential.secret);
+                forget_cached_license(settings, &credential.secret);
             }
             Err(e) => {
                 return Err(Failure::new(format!(
@@ -214,7 +217,7 @@ fn activate_steps(settings: &Settings) -> Result<Activation, Failure> {
         }
         Err(error) => {
             if matches!(error, RequestError::Rejected { .. }) {
-                forget_cached_license(&settings.roots, &credential.secret);
+                forget_cached_license(settings, &credential.secret);
             }
             Err(Failure::new(format!(
                 "activation with {} failed: {error}",
@@ -274,14 +277,17 @@ fn accept(
     license
         .check(&credential.secret, version, now)
         .map_err(|e| broken(e.to_string()))?;
-    warn_if_clock_is_wrong(&license, now);
+    warn_if_clock_is_wrong(settings, &license, now);
 
     let path = cache::cached_license_path(&settings.roots);
     if let Err(e) = cache::write_atomically(&path, &license.to_bytes(), 0o600) {
-        log::warn!(
-            "cannot cache the license in {}: {e}; the next start will activate again, make \
-             that folder writable to avoid it",
-            path.display()
+        warn_issue(
+            settings,
+            format_args!(
+                "cannot cache the license in {}: {e}; the next start will activate again, make \
+                 that folder writable to avoid it",
+                path.display()
+            ),
         );
     }
     Ok(license)
@@ -289,8 +295,8 @@ fn accept(
 
 /// SPEC 3.2 step 6: after a rejection, delete the cached license if it belongs to this credential,
 /// so that a renewed plan is picked up on the next start.
-fn forget_cached_license(roots: &Roots, key: &Secret) {
-    let path = cache::cached_license_path(roots);
+fn forget_cached_license(settings: &Settings, key: &Secret) {
+    let path = cache::cached_license_path(&settings.roots);
     let Some(license) = read_license(&path) else {
         return;
     };
@@ -299,7 +305,10 @@ fn forget_cached_license(roots: &Roots, key: &Secret) {
     }
     match cache::remove(&path) {
         Ok(()) => log::debug!("removed {} after the rejection", path.display()),
-        Err(e) => log::warn!("cannot remove the rejected license {}: {e}", path.display()),
+        Err(e) => warn_issue(
+            settings,
+            format_args!("cannot remove the rejected license {}: {e}", path.display()),
+        ),
     }
 }
 
@@ -321,14 +330,25 @@ fn read_license(path: &Path) -> Option<License> {
     }
 }
 
-fn warn_if_clock_is_wrong(license: &License, now: OffsetDateTime) {
+fn warn_if_clock_is_wrong(settings: &Settings, license: &License, now: OffsetDateTime) {
     if license.issue_date.at > now + CLOCK_SKEW_TOLERANCE {
-        log::warn!(
-            "the license {} was issued on {}, which is in the future: this container's clock \
-             looks wrong, and licenses may expire early or late",
-            license.id,
-            license.issue_date
+        warn_issue(
+            settings,
+            format_args!(
+                "the license {} was issued on {}, which is in the future: this container's \
+                 clock looks wrong, and licenses may expire early or late",
+                license.id, license.issue_date
+            ),
         );
+    }
+}
+
+/// A licensing warning; `LOG_LICENSE_ISSUES=0` turns it into a debug line (SPEC 2).
+fn warn_issue(settings: &Settings, message: fmt::Arguments<'_>) {
+    if settings.log_license_issues {
+        log::warn!("{message}");
+    } else {
+        log::debug!("{message}");
     }
 }
 
@@ -361,7 +381,9 @@ fn installed_core_version(venv: &Path) -> Option<String> {
             if !is_core {
                 continue;
             }
-            let metadata = std::fs::read_to_string(entry.path().join("METADATA")).ok()?;
+            let Ok(metadata) = std::fs::read_to_string(entry.path().join("METADATA")) else {
+                continue;
+            };
             return metadata
                 .lines()
                 .find_map(|line| line.strip_prefix("Version:"))
@@ -381,8 +403,8 @@ pub fn enforce(settings: &Settings, activation: &Activation) -> Option<Edition> 
         if settings.log_license_issues {
             log::error!("the LocalStack license could not be activated: {failure}");
             log::error!(
-                "LocalStack Pro needs an active license: fix the above, or set ACTIVATE_PRO=0 to \
-                 start the community edition instead"
+                "an active license is needed to start LocalStack Pro: fix the above, or set \
+                 ACTIVATE_PRO=0 to start the community edition instead"
             );
             log::error!("exiting with status 55");
         } else {

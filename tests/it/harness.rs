@@ -92,6 +92,19 @@ impl Sandbox {
         command
     }
 
+    /// Panics when a file lsinit may have written contains `secret`: for secrets a test makes
+    /// up beyond [`SECRETS`] (e.g. a malformed token).
+    pub fn assert_files_free_of(&self, secret: &str) {
+        for file in self.files() {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{} contains a raw secret",
+                file.display()
+            );
+        }
+    }
+
     /// Every regular file lsinit may have written.
     fn files(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
@@ -152,6 +165,16 @@ pub struct Outcome {
 impl Outcome {
     pub fn code(&self) -> Option<i32> {
         self.status.code()
+    }
+
+    /// Panics when stdout or stderr contains `secret`: for secrets beyond [`SECRETS`].
+    pub fn assert_free_of(&self, secret: &str) {
+        for (what, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            assert!(
+                !text.contains(secret),
+                "lsinit's {what} contains a raw secret:\n{text}"
+            );
+        }
     }
 }
 
@@ -279,6 +302,14 @@ impl Running {
                 }
             }
         }
+    }
+
+    /// Waits for a stdout line containing `needle`; returns every line read up to and including
+    /// it (lines before it that earlier waits skipped are not repeated).
+    pub fn wait_for_lines(&mut self, needle: &str, limit: Duration) -> Vec<String> {
+        let first = self.seen.len();
+        self.wait_for_line(needle, limit);
+        self.seen[first..].to_vec()
     }
 
     pub fn signal(&self, signal: i32) {
