@@ -244,4 +244,72 @@ mod tests {
         let c = auth("supersecretvalue-123");
         assert!(!format!("{c:?}").contains("supersecretvalue"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Characters the trimming removes from both ends.
+        fn junk() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(' '),
+                    Just('\t'),
+                    Just('\r'),
+                    Just('\n'),
+                    Just('\''),
+                    Just('"')
+                ],
+                0..6,
+            )
+            .prop_map(|chars| chars.into_iter().collect())
+        }
+
+        proptest! {
+            #[test]
+            fn trimming_strips_any_mix_of_whitespace_and_quotes(
+                core in "[A-Za-z0-9][A-Za-z0-9 _.-]{0,30}[A-Za-z0-9]|[A-Za-z0-9]",
+                before in junk(),
+                after in junk(),
+            ) {
+                let value = format!("{before}{core}{after}");
+                let secret = Secret::from_env_value(OsStr::new(&value)).expect("non-blank");
+                prop_assert_eq!(secret.expose(), core.as_str());
+            }
+
+            #[test]
+            fn blank_after_trimming_is_unset(value in junk()) {
+                prop_assert!(Secret::from_env_value(OsStr::new(&value)).is_none());
+            }
+
+            #[test]
+            fn masked_form_never_contains_a_secret_of_eight_or_more_characters(
+                value in "\\PC{8,60}",
+            ) {
+                let Some(secret) = Secret::from_env_value(OsStr::new(&value)) else {
+                    return Ok(());
+                };
+                let raw = secret.expose().to_string();
+                prop_assume!(raw.chars().count() >= 8);
+                prop_assert!(!secret.masked().contains(&raw));
+                let debug = format!("{:?}", secret);
+                let display = format!("{}", secret);
+                prop_assert!(!debug.contains(&raw));
+                prop_assert!(!display.contains(&raw));
+            }
+
+            #[test]
+            fn well_formed_tokens_mask_to_prefix_and_first_part(
+                prefix in "ls[A-Za-z]{0,4}",
+                first in "[A-Za-z]{4}[A-Za-z0-9]{4}",
+                rest in "[A-Za-z0-9]{4}-[A-Za-z0-9]{4}-[A-Za-z0-9]{4}-[A-Za-z0-9]{12}",
+            ) {
+                let token = format!("{prefix}-{first}-{rest}");
+                let secret = Secret::from_env_value(OsStr::new(&token)).expect("non-blank");
+                prop_assert_eq!(secret.masked(),
+                    format!("{prefix}-{first}-****-****-****-************"));
+            }
+        }
+    }
 }

@@ -539,4 +539,50 @@ mod tests {
         assert!(!debug.contains("TFMxLjA6"), "{debug}");
         assert!(!debug.contains("06958306"), "{debug}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use time::{Date as Day, Month, PrimitiveDateTime, Time, UtcOffset};
+
+        use super::*;
+
+        proptest! {
+            /// Any date with any offset and fraction, written in ISO-8601 in several spellings,
+            /// signs as `YYYY-MM-DDTHH:MM:SS±HH:MM` with its own offset and no fraction.
+            #[test]
+            fn canonical_date_form(
+                year in 1970i32..2200, month in 1u8..=12, day in 1u8..=28,
+                hour in 0u8..24, minute in 0u8..60, second in 0u8..60,
+                nanos in 0u32..1_000_000_000, digits in 0usize..=9,
+                offset_minutes in -(14 * 60i32)..=(14 * 60),
+                zulu in any::<bool>(),
+            ) {
+                let offset_minutes = if zulu { 0 } else { offset_minutes };
+                let offset = UtcOffset::from_whole_seconds(offset_minutes * 60).unwrap();
+                let day = Day::from_calendar_date(year, Month::try_from(month).unwrap(), day)
+                    .unwrap();
+                let time = Time::from_hms_nano(hour, minute, second, nanos).unwrap();
+                let at = PrimitiveDateTime::new(day, time).assume_offset(offset);
+                let base = format!(
+                    "{year:04}-{month:02}-{:02}T{hour:02}:{minute:02}:{second:02}",
+                    at.day()
+                );
+                let fraction = if digits == 0 {
+                    String::new()
+                } else {
+                    format!(".{:09}", nanos)[..=digits].to_string()
+                };
+                let sign = if offset_minutes < 0 { '-' } else { '+' };
+                let hm = format!("{:02}:{:02}", offset_minutes.abs() / 60, offset_minutes.abs() % 60);
+                let written = if zulu {
+                    format!("{base}{fraction}Z")
+                } else {
+                    format!("{base}{fraction}{sign}{hm}")
+                };
+                let parsed = Date::parse("date", &written).unwrap();
+                let expected_sign = if offset_minutes < 0 { '-' } else { '+' };
+                prop_assert_eq!(parsed.canonical(), format!("{base}{expected_sign}{hm}"));
+            }
+        }
+    }
 }
