@@ -227,6 +227,15 @@ impl Settings {
         let activate_pro = read.on_unless_false("ACTIVATE_PRO");
         let log_license_issues = read.on_unless_false("LOG_LICENSE_ISSUES");
         let ssl_no_verify = read.off_unless_true("SSL_NO_VERIFY");
+        if ssl_no_verify {
+            // Part of the settings' warnings, so it is logged on every start, cached or not.
+            read.warnings.push(
+                "SSL_NO_VERIFY is on: the licensing server's certificate is not verified, so \
+                 anyone in between can read the credential; trust your proxy's CA with \
+                 REQUESTS_CA_BUNDLE instead"
+                    .to_string(),
+            );
+        }
         let log_level = read.log_level();
         let api_endpoint = read
             .non_empty("API_ENDPOINT")
@@ -645,6 +654,17 @@ mod tests {
         );
         assert_eq!(redact_url_password("http://h:3128"), "http://h:3128");
         assert_eq!(redact_url_password("u:p@w@h:1"), "u:****@h:1");
+    }
+
+    #[test]
+    fn ssl_no_verify_warns_whether_or_not_a_request_follows() {
+        let s = settings(&[("SSL_NO_VERIFY", "1")]);
+        assert!(
+            s.warnings.iter().any(|w| w.contains("SSL_NO_VERIFY is on")),
+            "{:?}",
+            s.warnings
+        );
+        assert!(settings(&[("SSL_NO_VERIFY", "0")]).warnings.is_empty());
     }
 
     #[test]

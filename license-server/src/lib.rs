@@ -5,8 +5,11 @@
 //! - `license`: license templates, documents and their signature ([`make_license`], [`sign`]).
 //! - `http`: hand-written HTTP/1.1 framing, so faults can break it on purpose.
 //! - `server`: the listener, routing, credentials and faults ([`LicenseServer`]).
+//! - `tls`: an optional TLS listener in front of it ([`LicenseServer::start_tls`], [`TlsFault`]).
+//! - `proxy`: an HTTP `CONNECT` proxy for tests of proxy settings ([`ConnectProxy`]).
 //!
-//! It is not part of lsinit's release binary and never listens on another address.
+//! It is not part of lsinit's release binary, never listens on another address and never
+//! connects to anything but `127.0.0.1`.
 //!
 //! ```no_run
 //! use license_server::{Credential, Fault, LicenseServer};
@@ -24,16 +27,20 @@
 
 mod http;
 mod license;
+mod proxy;
 mod server;
+mod tls;
 
 pub use http::MAX_BODY;
 pub use license::{
     LICENSE_FORMAT, LicenseTemplate, Product, SignError, canonical_message, format_date,
     make_license, new_license_id, parse_date, sign,
 };
+pub use proxy::{ConnectProxy, ProxiedConnect, basic_credentials};
 pub use server::{
     Credential, CredentialKind, Fault, LicenseServer, RecordedRequest, is_well_formed_auth_token,
     mask_token,
 };
 /// The `time` crate, whose `Duration` the offsets of [`LicenseTemplate`] are.
 pub use time;
+pub use tls::TlsFault;

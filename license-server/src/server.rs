@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::http::{self, ReadError, Request, Response};
 use crate::license::{LicenseTemplate, make_license, new_license_id};
+use crate::tls::{TlsFault, TlsFront};
 
 /// Path prefix of the API; clients are given `http://127.0.0.1:PORT/v1` as base URL.
 const API_PREFIX: &str = "/v1";
@@ -173,8 +174,11 @@ impl RecordedRequest {
 /// the listener closes and every open connection, stalled ones included, is shut down.
 pub struct LicenseServer {
     shared: Arc<Shared>,
+    /// The plain listener's port (the relay's backend when `tls` is set).
     port: u16,
     acceptor: Option<JoinHandle<()>>,
+    /// The TLS listener clients use instead of the plain one, when started with TLS.
+    tls: Option<TlsFront>,
 }
 
 struct Shared {
@@ -255,17 +259,45 @@ impl LicenseServer {
             shared,
             port,
             acceptor: Some(acceptor),
+            tls: None,
         })
     }
 
-    /// The port the server listens on, on `127.0.0.1`.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// Like [`LicenseServer::start`], but clients speak TLS to it with `cert_pem` (a PEM chain,
+    /// leaf first) and `key_pem` (a PKCS#8, PKCS#1 or SEC1 PEM key). Every [`Fault`] works as
+    /// over plain HTTP; [`TlsFault`]s break the handshake itself.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> io::Result<LicenseServer> {
+        let mut server = LicenseServer::start()?;
+        server.tls = Some(TlsFront::start(cert_pem, key_pem, server.port)?);
+        Ok(server)
     }
 
-    /// The base URL to give clients: `http://127.0.0.1:PORT/v1`.
+    /// The port clients connect to, on `127.0.0.1` (the TLS one when started with TLS).
+    pub fn port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.port, TlsFront::port)
+    }
+
+    /// The base URL to give clients: `http://127.0.0.1:PORT/v1`, or `https://…` with TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}{API_PREFIX}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{API_PREFIX}", self.port())
+    }
+
+    /// Queues a fault for a coming TLS handshake. No effect without TLS.
+    pub fn push_tls_fault(&self, fault: TlsFault) {
+        if let Some(tls) = &self.tls {
+            tls.push_fault(fault);
+        }
+    }
+
+    /// TLS connections accepted so far, failed handshakes included (0 without TLS).
+    pub fn tls_connections(&self) -> usize {
+        self.tls.as_ref().map_or(0, TlsFront::accepted)
+    }
+
+    /// TLS handshakes completed so far (0 without TLS).
+    pub fn tls_handshakes(&self) -> usize {
+        self.tls.as_ref().map_or(0, TlsFront::handshakes)
     }
 
     /// Adds a credential, replacing the one with the same token and kind if any, so a test can

@@ -1,28 +1,38 @@
-//! One licensing request over HTTP (SPEC 3.5–3.6): the endpoint and proxy checks, the TLS roots,
-//! the request body, the limits, retries with backoff, and the classification of every outcome
-//! into rejected, broken or transient.
+//! One licensing call over HTTP (SPEC 3.5–3.6): the endpoint checks, the request body, the
+//! limits, retries with backoff, and the classification of every outcome into settings, not
+//! sent, refused, maybe processed, rejected or broken.
 //!
-//! Owns the network; what a license means is `document`'s business, what to do with the result
-//! is `mod.rs`'s.
+//! Owns the network. The submodules own its parts: `proxy` (which proxy, if any), `roots` (the
+//! trusted CAs), `progress` (how far an attempt got, which is what makes "not sent" provable).
+//! What a license means is `document`'s business, what to do with the result is `mod.rs`'s.
+
+mod progress;
+mod proxy;
+mod roots;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use ureq::http::Uri;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::TlsConfig;
 
-use super::credential::Credential;
-use crate::config::{ProxySetting, Settings, redact_url_password};
+use self::progress::{Progress, Recorder};
+use self::proxy::ChosenProxy;
+pub use self::proxy::{bypasses_proxy, is_loopback};
+use super::credential::{Credential, Secret};
+use crate::config::{NetworkLimits, Settings, redact_url_password};
 
 /// Responses larger than this are not licenses.
 const MAX_BODY_BYTES: u64 = 1 << 20;
 /// Full-jitter backoff: the n-th wait is uniform in [0, min(CAP, BASE·2ⁿ⁻¹)].
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(8);
-/// Where Debian-like images keep the system's trusted CAs.
-const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// How much of a response body a message quotes.
+const EXCERPT_CHARS: usize = 120;
+/// The end of every "maybe processed" reason.
+const NOT_REPEATED: &str = "not repeated, as the server may have counted the activation; start \
+                            again to retry";
 
 /// The error codes of the licensing API (SPEC 3.6), each with its plain-words reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +93,8 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// How a request ended when it did not bring a license.
+/// How a request ended when it did not bring a license. Each text is a complete reason: what
+/// failed, the endpoint, and the likely fix.
 #[derive(Debug)]
 pub enum RequestError {
     /// Activation cannot even be tried with these settings (bad endpoint, proxy, CA bundle).
@@ -94,13 +105,20 @@ pub enum RequestError {
     Refused {
         status: u16,
         retry_after: Option<Duration>,
+        url: String,
     },
     /// Sent, and perhaps processed and charged: never repeated.
     MaybeProcessed(String),
     /// A definitive answer with a licensing error code.
-    Rejected { status: u16, code: ErrorCode },
+    Rejected {
+        status: u16,
+        code: ErrorCode,
+        url: String,
+    },
     /// An answer that is no license and no licensing error.
     Broken(String),
+    /// Retryable failures that used up the attempts or the time of the activation.
+    Exhausted(String),
 }
 
 impl RequestError {
@@ -118,11 +136,22 @@ impl fmt::Display for RequestError {
             RequestError::Settings(what)
             | RequestError::NotSent(what)
             | RequestError::MaybeProcessed(what)
-            | RequestError::Broken(what) => f.write_str(what),
-            RequestError::Refused { status, .. } => {
-                write!(f, "the licensing server is busy (HTTP {status})")
+            | RequestError::Broken(what)
+            | RequestError::Exhausted(what) => f.write_str(what),
+            RequestError::Refused {
+                status,
+                retry_after,
+                url,
+            } => {
+                write!(f, "the licensing server at {url} is busy (HTTP {status}")?;
+                if let Some(wait) = retry_after {
+                    write!(f, ", Retry-After {:.1} s", wait.as_secs_f64())?;
+                }
+                f.write_str(")")
             }
-            RequestError::Rejected { status, code } => write!(f, "{code} (HTTP {status})"),
+            RequestError::Rejected { status, code, url } => {
+                write!(f, "{code} (HTTP {status} from {url})")
+            }
         }
     }
 }
@@ -143,87 +172,93 @@ impl Call<'_> {
     }
 }
 
-/// A client ready to talk to the configured endpoint, built once per activation.
-pub struct Client {
-    endpoint: String,
-    agent_config: AgentConfig,
-    limits: crate::config::NetworkLimits,
-    deadline: Instant,
-    attempts: u32,
-}
-
-struct AgentConfig {
-    proxy: Option<ureq::Proxy>,
-    tls: TlsConfig,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-}
-
 /// What a request carries besides the credential.
 pub struct Machine {
     pub id: String,
     pub ci: bool,
 }
 
+/// A client ready to talk to the configured endpoint, built once per activation: it holds the
+/// activation's time and attempt budget across its calls.
+pub struct Client {
+    /// `API_ENDPOINT` as configured, used for requests.
+    base_url: String,
+    /// The same with any password masked, for messages.
+    endpoint: String,
+    /// `host:port` of the endpoint, for messages.
+    host: String,
+    https: bool,
+    proxy: Option<ChosenProxy>,
+    /// The proxy variable `no_proxy` made lsinit bypass, for messages.
+    bypassed: Option<&'static str>,
+    tls: TlsConfig,
+    limits: NetworkLimits,
+    /// `LOG_LICENSE_ISSUES`: off turns the retry warnings into debug lines.
+    log_issues: bool,
+    deadline: Instant,
+    attempts: u32,
+}
+
+/// One call's fixed parts, shared by its attempts.
+struct Attempt<'a> {
+    url: String,
+    /// `url` with any password masked.
+    shown: String,
+    body: String,
+    secret: &'a Secret,
+}
+
 impl Client {
     /// Checks the endpoint, proxy and CA settings; starts the activation budget.
     pub fn new(settings: &Settings) -> Result<Client, RequestError> {
         let endpoint = settings.api_endpoint.clone();
-        let uri: Uri = endpoint.parse().map_err(|_| {
+        let shown = redact_url_password(&endpoint);
+        let not_a_url = |why: &str| {
             RequestError::Settings(format!(
-                "API_ENDPOINT {endpoint:?} is not a URL; give a base URL such as {}",
+                "API_ENDPOINT {shown:?} {why}; give a base URL such as {}",
                 crate::config::DEFAULT_API_ENDPOINT
             ))
-        })?;
-        let host = uri
-            .host()
-            .unwrap_or("")
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let loopback = is_loopback(host);
-        match uri.scheme_str() {
-            Some("https") => {}
-            Some("http") if loopback => {}
+        };
+        let uri: Uri = endpoint.parse().map_err(|_| not_a_url("is not a URL"))?;
+        let host = uri.host().unwrap_or_default().to_string();
+        if host.is_empty() {
+            return Err(not_a_url("has no host"));
+        }
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if is_loopback(&host) => false,
             Some("http") => {
                 return Err(RequestError::Settings(format!(
-                    "API_ENDPOINT {endpoint} uses plain http:// to a host that is not loopback, \
+                    "API_ENDPOINT {shown} uses plain http:// to a host that is not loopback, \
                      which would send the credential in clear; use https://"
                 )));
             }
-            _ => {
-                return Err(RequestError::Settings(format!(
-                    "API_ENDPOINT {endpoint:?} is not an http(s) URL; give a base URL such as {}",
-                    crate::config::DEFAULT_API_ENDPOINT
-                )));
-            }
-        }
-
-        let proxy = match &settings.proxy {
-            Some(proxy) if !loopback && !bypasses_proxy(host, &settings.no_proxy) => {
-                log::debug!("using the proxy from {proxy:?} for {host}");
-                Some(build_proxy(proxy)?)
-            }
-            Some(proxy) => {
-                log::debug!("{host} is loopback or in no_proxy, thus not using {proxy:?}");
-                None
-            }
-            None => None,
+            _ => return Err(not_a_url("is not an http(s) URL")),
         };
-        let tls = tls_config(settings)?;
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+
+        let proxy = proxy::choose(settings, &host)?;
+        let bypassed = match (&settings.proxy, &proxy) {
+            (Some(setting), None) if !is_loopback(&host) => Some(setting.variable),
+            _ => None,
+        };
+        let tls = roots::tls_config(settings)?;
         Ok(Client {
-            endpoint,
-            agent_config: AgentConfig {
-                proxy,
-                tls,
-                connect_timeout: settings.limits.connect_timeout,
-                request_timeout: settings.limits.request_timeout,
-            },
+            base_url: endpoint,
+            endpoint: shown,
+            host: format!("{host}:{port}"),
+            https,
+            proxy,
+            bypassed,
+            tls,
             limits: settings.limits.clone(),
+            log_issues: settings.log_license_issues,
             deadline: Instant::now() + settings.limits.activation_timeout,
             attempts: 0,
         })
     }
 
+    /// The endpoint for messages, with any password masked.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
@@ -237,24 +272,41 @@ impl Client {
         version: &str,
         machine: &Machine,
     ) -> Result<Value, RequestError> {
-        let body = request_body(call, credential, version, machine);
-        let url = format!("{}{}", self.endpoint, call.path());
+        let attempt = Attempt {
+            url: format!("{}{}", self.base_url, call.path()),
+            shown: format!("{}{}", self.endpoint, call.path()),
+            body: request_body(call, credential, version, machine),
+            secret: &credential.secret,
+        };
+        let budget = self.limits.activation_timeout.as_secs_f64();
         loop {
-            self.attempts += 1;
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(RequestError::MaybeProcessed(format!(
-                    "the activation took longer than {:.1} s (LSINIT_ACTIVATION_TIMEOUT) at {url}",
-                    self.limits.activation_timeout.as_secs_f64()
+                return Err(RequestError::Exhausted(format!(
+                    "the activation budget of {budget:.1} s (LSINIT_ACTIVATION_TIMEOUT) ran out \
+                     before {} could be sent",
+                    attempt.shown
                 )));
             }
-            let error = match self.send_once(&url, &body, remaining) {
+            self.attempts += 1;
+            let error = match self.send_once(&attempt, remaining) {
                 Ok(document) => return Ok(document),
                 Err(error) => error,
             };
-            if !error.retryable() || self.attempts >= self.limits.max_attempts {
-                return Err(self.final_error(error));
+            if !error.retryable() {
+                return Err(error);
             }
+            if self.attempts >= self.limits.max_attempts {
+                return Err(RequestError::Exhausted(if self.attempts == 1 {
+                    format!("{error} (not retried: LSINIT_MAX_ATTEMPTS is 1)")
+                } else {
+                    format!(
+                        "{error} (gave up after {} attempts, LSINIT_MAX_ATTEMPTS)",
+                        self.attempts
+                    )
+                }));
+            }
+
             let delay = match &error {
                 RequestError::Refused {
                     retry_after: Some(wait),
@@ -264,14 +316,19 @@ impl Client {
             };
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if delay >= remaining {
-                return Err(RequestError::NotSent(format!(
+                return Err(RequestError::Exhausted(format!(
                     "{error}; the next attempt would be in {:.1} s, after the activation budget \
-                     of {:.1} s (LSINIT_ACTIVATION_TIMEOUT) runs out",
+                     of {budget:.1} s (LSINIT_ACTIVATION_TIMEOUT) runs out; try again later",
                     delay.as_secs_f64(),
-                    self.limits.activation_timeout.as_secs_f64()
                 )));
             }
-            log::warn!(
+            let level = if self.log_issues {
+                log::Level::Warn
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
                 "attempt {}/{} in {:.1} s: {error}",
                 self.attempts + 1,
                 self.limits.max_attempts,
@@ -281,36 +338,48 @@ impl Client {
         }
     }
 
-    fn final_error(&self, error: RequestError) -> RequestError {
-        if error.retryable() && self.attempts > 1 {
-            RequestError::NotSent(format!(
-                "{error} (gave up after {} attempts)",
-                self.attempts
-            ))
-        } else {
-            error
-        }
-    }
-
-    fn send_once(&self, url: &str, body: &str, remaining: Duration) -> Result<Value, RequestError> {
-        let per_request = self.agent_config.request_timeout.min(remaining);
+    fn send_once(&self, attempt: &Attempt<'_>, remaining: Duration) -> Result<Value, RequestError> {
+        let per_request = self.limits.request_timeout.min(remaining);
+        // The proxy is always set, `None` included: ureq's own reading of the environment
+        // follows other rules (SPEC 2).
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .max_redirects_will_error(false)
             .user_agent(concat!("lsinit/", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(self.agent_config.connect_timeout.min(per_request)))
+            // Name lookup counts as connecting: both are "provably not sent" steps.
+            .timeout_resolve(Some(self.limits.connect_timeout.min(per_request)))
+            .timeout_connect(Some(self.limits.connect_timeout.min(per_request)))
             .timeout_global(Some(per_request))
-            .proxy(self.agent_config.proxy.clone())
-            .tls_config(self.agent_config.tls.clone())
+            .proxy(self.proxy.as_ref().map(|p| p.proxy.clone()))
+            .tls_config(self.tls.clone())
             .build();
-        let agent = ureq::Agent::new_with_config(config);
-        let mut response = agent
-            .post(url)
+        let recorder = Recorder::default();
+        let proxied = self.proxy.is_some();
+        let agent = ureq::Agent::with_parts(
+            config,
+            recorder.connector(proxied),
+            recorder.resolver(proxied),
+        );
+        let response = agent
+            .post(&attempt.url)
             .header("Content-Type", "application/json")
-            .send(body)
-            .map_err(|e| classify_transport_error(e, url, per_request))?;
+            .header("Accept", "application/json")
+            .send(&attempt.body);
+        match response {
+            Ok(response) => self.read_response(response, attempt, per_request),
+            Err(error) => Err(self.classify(error, &recorder.snapshot(), attempt, per_request)),
+        }
+    }
 
+    /// Turns an answer into a license document or the error it amounts to.
+    fn read_response(
+        &self,
+        mut response: ureq::http::Response<ureq::Body>,
+        attempt: &Attempt<'_>,
+        timeout: Duration,
+    ) -> Result<Value, RequestError> {
+        let url = &attempt.shown;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -322,18 +391,23 @@ impl Client {
         if (300..400).contains(&status) {
             let target = header("location").unwrap_or_else(|| "nowhere".into());
             return Err(RequestError::Broken(format!(
-                "{url} answered with a redirect (HTTP {status}) to {}; set API_ENDPOINT to the \
-                 final URL",
-                sanitise(&target)
+                "{url} answered with a redirect (HTTP {status}) to {}, which lsinit does not \
+                 follow; set API_ENDPOINT to the right base URL",
+                scrub(&target, attempt.secret)
             )));
         }
         if status == 407 {
-            return Err(RequestError::Broken(format!(
-                "the proxy wants credentials (HTTP 407) for {url}; put them in the proxy URL, \
-                 e.g. https_proxy=http://user:password@proxy:3128"
-            )));
+            return Err(RequestError::Broken(self.proxy_wants_credentials(url)));
         }
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
+        if status == 429 || (status == 503 && retry_after.is_some()) {
+            return Err(RequestError::Refused {
+                status,
+                retry_after,
+                url: url.clone(),
+            });
+        }
+
         let bytes = response
             .body_mut()
             .with_config()
@@ -341,31 +415,28 @@ impl Client {
             .read_to_vec()
             .map_err(|e| match e {
                 ureq::Error::BodyExceedsLimit(_) => RequestError::Broken(format!(
-                    "{url} answered HTTP {status} with a body over 1 MiB, which is no license"
+                    "{url} answered HTTP {status} with a body over 1 MiB, which is no license; \
+                     check API_ENDPOINT and any proxy in between"
                 )),
-                other if (200..300).contains(&status) => RequestError::Broken(format!(
-                    "{url} answered HTTP {status} but the body was cut short ({}); the license \
-                     was lost on the way, try again",
-                    describe_ureq_error(&other)
+                ureq::Error::Timeout(_) => RequestError::MaybeProcessed(format!(
+                    "{url} answered HTTP {status}, but the rest of the answer did not arrive \
+                     within {}; {NOT_REPEATED}",
+                    self.describe_timeout(timeout)
                 )),
                 other => RequestError::MaybeProcessed(format!(
-                    "{url} answered HTTP {status} and then failed ({})",
-                    describe_ureq_error(&other)
+                    "{url} answered HTTP {status}, but the answer was cut short ({}); \
+                     {NOT_REPEATED}",
+                    short_reason(&other)
                 )),
             })?;
 
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|_| {
                 RequestError::Broken(format!(
-                    "{url} answered HTTP {status} with something that is not JSON: {}",
-                    excerpt(&bytes)
+                    "{url} answered HTTP {status} with something that is not JSON: {}; check \
+                     API_ENDPOINT and any proxy in between",
+                    excerpt(&bytes, attempt.secret)
                 ))
-            });
-        }
-        if status == 429 || (status == 503 && retry_after.is_some()) {
-            return Err(RequestError::Refused {
-                status,
-                retry_after,
             });
         }
         let code = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
@@ -374,18 +445,166 @@ impl Client {
                 .and_then(ErrorCode::parse)
         });
         match (status, code) {
-            (400..=499, Some(code)) => Err(RequestError::Rejected { status, code }),
+            (400..=499, Some(code)) => Err(RequestError::Rejected {
+                status,
+                code,
+                url: url.clone(),
+            }),
             (400..=499, None) => Err(RequestError::Broken(format!(
                 "{url} answered HTTP {status} without a licensing error code: {}; check \
                  API_ENDPOINT, and any firewall or proxy between this container and it",
-                excerpt(&bytes)
+                excerpt(&bytes, attempt.secret)
             ))),
             _ => Err(RequestError::MaybeProcessed(format!(
-                "{url} answered HTTP {status}: {}; not retried, as the server may have counted \
-                 the activation",
-                excerpt(&bytes)
+                "{url} answered HTTP {status}: {}; {NOT_REPEATED}",
+                excerpt(&bytes, attempt.secret)
             ))),
         }
+    }
+
+    /// Classifies a failure before any answer by how far the attempt provably got.
+    fn classify(
+        &self,
+        error: ureq::Error,
+        progress: &Progress,
+        attempt: &Attempt<'_>,
+        timeout: Duration,
+    ) -> RequestError {
+        use ureq::Error as E;
+        let url = &attempt.shown;
+        let host = &self.host;
+        let reason = short_reason(&error);
+        if matches!(error, E::InvalidProxyUrl) {
+            let shown = self
+                .proxy
+                .as_ref()
+                .map_or("the proxy", |p| p.shown.as_str());
+            return RequestError::Settings(format!(
+                "{shown} is not a proxy URL; give it as http://host:port"
+            ));
+        }
+
+        if progress.sent {
+            return match error {
+                E::Timeout(_) => RequestError::MaybeProcessed(format!(
+                    "the request was sent to {url}, but no answer came within {}; \
+                     {NOT_REPEATED}",
+                    self.describe_timeout(timeout)
+                )),
+                E::Protocol(_) | E::LargeResponseHeader(..) => RequestError::Broken(format!(
+                    "{url} answered with something that is not HTTP ({reason}); check \
+                     API_ENDPOINT and any proxy in between"
+                )),
+                _ => RequestError::MaybeProcessed(format!(
+                    "the connection to {host} failed after the request was sent to {url} \
+                     ({reason}); {NOT_REPEATED}"
+                )),
+            };
+        }
+
+        // Provably not sent from here on.
+        if let Some(dns) = &progress.dns_failed {
+            return RequestError::NotSent(match &self.proxy {
+                Some(proxy) if dns.of_proxy => format!(
+                    "DNS lookup of the proxy host {} failed ({reason}); check {}",
+                    dns.host, proxy.shown
+                ),
+                _ => format!(
+                    "DNS lookup of {} failed ({reason}) for {url}; check the container's DNS \
+                     and network, or API_ENDPOINT{}",
+                    dns.host,
+                    self.bypassed.map_or(String::new(), |variable| format!(
+                        "; no_proxy makes lsinit connect directly, not through {variable}"
+                    ))
+                ),
+            });
+        }
+        if let Some(proxy) = &self.proxy {
+            if let E::ConnectProxyFailed(answer) = &error {
+                if answer.contains(" 407") {
+                    return RequestError::Broken(self.proxy_wants_credentials(url));
+                }
+                return RequestError::NotSent(format!(
+                    "the proxy {} did not open a tunnel to {host} for {url} ({}); check that \
+                     it allows CONNECT to {host}",
+                    proxy.shown,
+                    sanitise(answer)
+                ));
+            }
+            if !progress.proxy_connected {
+                return RequestError::NotSent(format!(
+                    "cannot connect to the proxy {} ({reason}) for {url}; check {}",
+                    proxy.shown, proxy.variable
+                ));
+            }
+            if !progress.connected {
+                return RequestError::NotSent(format!(
+                    "the proxy {} failed while opening a tunnel to {host} for {url} ({reason}); \
+                     check the proxy",
+                    proxy.shown
+                ));
+            }
+        } else if !progress.connected {
+            let bypass;
+            let fix = match self.bypassed {
+                Some(variable) => {
+                    bypass = format!(
+                        "check API_ENDPOINT and the network; no_proxy makes lsinit connect                          directly, not through {variable}"
+                    );
+                    &bypass
+                }
+                None => "check API_ENDPOINT and the network, or set a proxy with https_proxy",
+            };
+            return RequestError::NotSent(match &error {
+                E::Timeout(_) => format!(
+                    "connecting to {host} timed out after {:.1} s (LSINIT_CONNECT_TIMEOUT) for \
+                     {url}; {fix}",
+                    self.limits.connect_timeout.min(timeout).as_secs_f64()
+                ),
+                E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+                    "connection refused by {host} for {url}: nothing listens there; check \
+                     API_ENDPOINT"
+                ),
+                _ => format!("cannot connect to {host} ({reason}) for {url}; {fix}"),
+            });
+        }
+        if self.https && !progress.secured {
+            if let Some(tls) = rustls_error(&error) {
+                return RequestError::NotSent(describe_tls_error(tls, host, url));
+            }
+            return RequestError::NotSent(format!(
+                "the TLS handshake with {host} failed ({reason}) for {url}; a firewall or proxy \
+                 may be interfering with TLS to it"
+            ));
+        }
+        RequestError::NotSent(format!(
+            "the request to {url} failed before it was sent ({reason})"
+        ))
+    }
+
+    /// `1.0 s (LSINIT_REQUEST_TIMEOUT)`, or the rest of the activation budget when that was
+    /// shorter.
+    fn describe_timeout(&self, timeout: Duration) -> String {
+        let variable = if timeout < self.limits.request_timeout {
+            "what was left of LSINIT_ACTIVATION_TIMEOUT"
+        } else {
+            "LSINIT_REQUEST_TIMEOUT"
+        };
+        format!("{:.1} s ({variable})", timeout.as_secs_f64())
+    }
+
+    fn proxy_wants_credentials(&self, url: &str) -> String {
+        let (shown, variable) = match &self.proxy {
+            Some(proxy) => (proxy.shown.as_str(), proxy.variable),
+            None => (
+                "a proxy between this container and the server",
+                "https_proxy",
+            ),
+        };
+        format!(
+            "{shown} wants credentials (HTTP 407) for {url}; put them in the proxy URL, e.g. \
+             {variable}=http://user:password@proxy:3128"
+        )
     }
 }
 
@@ -426,115 +645,111 @@ fn system_description() -> String {
     }
 }
 
-fn classify_transport_error(error: ureq::Error, url: &str, timeout: Duration) -> RequestError {
-    use ureq::Error as E;
-    use ureq::Timeout as T;
-    let host = url
-        .split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or(url);
+/// The rustls error inside a ureq error: rustls reports it through `std::io::Error` during the
+/// handshake.
+fn rustls_error(error: &ureq::Error) -> Option<&rustls::Error> {
     match error {
-        E::HostNotFound => RequestError::NotSent(format!(
-            "DNS could not resolve {host} (for {url}); check the container's DNS, or set \
-             API_ENDPOINT"
-        )),
-        E::Timeout(T::Resolve) => {
-            RequestError::NotSent(format!("DNS lookup of {host} timed out (for {url})"))
-        }
-        E::Timeout(T::Connect) => RequestError::NotSent(format!(
-            "connecting to {host} timed out (LSINIT_CONNECT_TIMEOUT); check the network or the \
-             proxy"
-        )),
-        E::Timeout(_) => RequestError::MaybeProcessed(format!(
-            "{url} did not answer within {:.1} s (LSINIT_REQUEST_TIMEOUT); not retried, as the \
-             server may have counted the activation",
-            timeout.as_secs_f64()
-        )),
-        E::ConnectProxyFailed(reason) if reason.contains(" 407") => RequestError::Broken(format!(
-            "the proxy wants credentials (HTTP 407) to reach {host}; put them in the proxy URL, \
-             e.g. https_proxy=http://user:password@proxy:3128"
-        )),
-        E::ConnectProxyFailed(reason) => RequestError::NotSent(format!(
-            "the proxy could not connect to {host}: {}",
-            sanitise(&reason)
-        )),
-        E::Io(e) if is_connect_error(&e) => RequestError::NotSent(format!(
-            "connection refused or unreachable at {host} ({e}); check API_ENDPOINT and the network"
-        )),
-        E::ConnectionFailed => {
-            RequestError::NotSent(format!("could not connect to {host}; check the network"))
-        }
-        E::Tls(reason) => RequestError::NotSent(format!("TLS with {host} failed: {reason}")),
-        E::Rustls(e) => RequestError::NotSent(describe_tls_error(&e, host)),
-        E::InvalidProxyUrl => RequestError::Settings(
-            "the proxy URL is not valid; give it as http://host:port".to_string(),
-        ),
-        other => RequestError::MaybeProcessed(format!(
-            "the request to {url} failed after it was sent ({}); not retried, as the server may \
-             have counted the activation",
-            describe_ureq_error(&other)
-        )),
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(e) => e.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
     }
 }
 
-fn is_connect_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind as K;
-    matches!(
-        e.kind(),
-        K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable
-    )
-}
-
-fn describe_tls_error(error: &rustls::Error, host: &str) -> String {
+fn describe_tls_error(error: &rustls::Error, host: &str, url: &str) -> String {
     use rustls::{CertificateError as C, Error as R};
-    match error {
-        R::InvalidCertificate(C::UnknownIssuer) => format!(
-            "TLS verification of {host} failed: its certificate is signed by an unknown CA \
-             (a proxy that re-signs TLS?); add that CA with REQUESTS_CA_BUNDLE=/path/ca.pem"
+    let why = match error {
+        R::InvalidCertificate(C::UnknownIssuer) => "its certificate is signed by an unknown CA \
+            (a proxy or firewall that inspects TLS?); add that CA with \
+            REQUESTS_CA_BUNDLE=/path/to/ca.pem"
+            .to_string(),
+        R::InvalidCertificate(C::NotValidForNameContext { presented, .. }) => format!(
+            "its certificate is for {} and not for that name; check the host in API_ENDPOINT",
+            sanitise(&presented.join(", "))
         ),
-        R::InvalidCertificate(C::NotValidForName)
-        | R::InvalidCertificate(C::NotValidForNameContext { .. }) => format!(
-            "TLS verification of {host} failed: its certificate is not valid for that name; \
-             check API_ENDPOINT"
+        R::InvalidCertificate(C::NotValidForName) => "its certificate is not for that name; \
+            check the host in API_ENDPOINT"
+            .to_string(),
+        R::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "its certificate has \
+            expired, or this container's clock is wrong; check the clock"
+            .to_string(),
+        R::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "its \
+            certificate is not valid yet, or this container's clock is wrong; check the clock"
+            .to_string(),
+        R::InvalidCertificate(C::Revoked) => "its certificate has been revoked".to_string(),
+        R::InvalidCertificate(other) => format!(
+            "its certificate was refused ({}); a proxy that inspects TLS needs its CA added \
+             with REQUESTS_CA_BUNDLE",
+            sanitise(&format!("{other:?}"))
         ),
-        R::InvalidCertificate(C::Expired) | R::InvalidCertificate(C::ExpiredContext { .. }) => {
-            format!(
-                "TLS verification of {host} failed: its certificate has expired (or this \
-                 container's clock is wrong)"
-            )
+        other => {
+            return format!(
+                "the TLS handshake with {host} failed for {url} ({}); a firewall or proxy may be \
+                 interfering with TLS to it",
+                sanitise(&other.to_string())
+            );
         }
-        other => format!("TLS with {host} failed: {other}"),
+    };
+    format!("TLS verification of {host} failed for {url}: {why}")
+}
+
+/// A short description of a transport failure, without addresses' credentials.
+fn short_reason(error: &ureq::Error) -> String {
+    use std::io::ErrorKind as K;
+    match error {
+        ureq::Error::Io(e) => match e.kind() {
+            K::ConnectionRefused => "connection refused".to_string(),
+            K::ConnectionReset => "connection reset".to_string(),
+            K::ConnectionAborted => "connection aborted".to_string(),
+            K::UnexpectedEof => "connection closed".to_string(),
+            K::BrokenPipe => "connection closed while writing".to_string(),
+            K::HostUnreachable => "host unreachable".to_string(),
+            K::NetworkUnreachable => "network unreachable".to_string(),
+            K::TimedOut => "timed out".to_string(),
+            _ => sanitise(&e.to_string()),
+        },
+        ureq::Error::Timeout(_) => "timed out".to_string(),
+        ureq::Error::HostNotFound => "no such host".to_string(),
+        other => sanitise(&other.to_string()),
     }
 }
 
-/// Short description of a ureq error that never includes a URL's credentials.
-fn describe_ureq_error(error: &ureq::Error) -> String {
-    sanitise(&error.to_string())
-}
-
-/// A short, printable excerpt of a response body for a message.
-fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]);
-    let cleaned = sanitise(&text);
-    if bytes.len() > 120 {
-        format!("{cleaned:?}…")
+/// A short, printable excerpt of a response body; the credential, should a server echo it, is
+/// masked.
+fn excerpt(bytes: &[u8], secret: &Secret) -> String {
+    // Look at enough to see a credential that starts within the excerpt whole.
+    let window = EXCERPT_CHARS * 4 + secret.expose().len();
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(window)]);
+    let cleaned = scrub(&text, secret);
+    let short: String = cleaned.chars().take(EXCERPT_CHARS).collect();
+    if short.len() < cleaned.len() || bytes.len() > window {
+        format!("{short:?}…")
     } else {
-        format!("{cleaned:?}")
+        format!("{short:?}")
     }
 }
 
-/// Drops control characters and redacts anything that looks like a URL password.
+/// [`sanitise`], and the credential masked wherever it appears.
+fn scrub(text: &str, secret: &Secret) -> String {
+    let raw = secret.expose();
+    let masked = if raw.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(raw, &secret.masked())
+    };
+    sanitise(&masked)
+}
+
+/// Drops control characters, shortens, and masks anything that looks like a URL password.
 fn sanitise(text: &str) -> String {
     let printable: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
+        .take(600)
         .collect();
     redact_url_password(&printable)
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds or an HTTP date (IMF-fixdate, RFC 2822 style).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
@@ -553,142 +768,6 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(16));
     ceiling.min(BACKOFF_CAP).mul_f64(fastrand::f64())
-}
-
-fn build_proxy(setting: &ProxySetting) -> Result<ureq::Proxy, RequestError> {
-    ureq::Proxy::new(&setting.url).map_err(|_| {
-        RequestError::Settings(format!(
-            "{}={} is not a proxy URL; give it as http://host:port",
-            setting.variable,
-            setting.redacted()
-        ))
-    })
-}
-
-/// Loopback hosts: 127.0.0.0/8, `::1`, `localhost`.
-pub fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// SPEC 2's `no_proxy` matching: `*`, names (also their subdomains, with or without a leading
-/// dot), IP addresses and CIDR ranges; ports are ignored.
-pub fn bypasses_proxy(host: &str, no_proxy: &[String]) -> bool {
-    let host = host.to_ascii_lowercase();
-    let host_ip = host.parse::<IpAddr>().ok();
-    no_proxy.iter().any(|entry| {
-        let entry = entry.trim().to_ascii_lowercase();
-        let entry = strip_port(&entry);
-        if entry == "*" {
-            return true;
-        }
-        if let Some((net, bits)) = entry.split_once('/') {
-            return match (host_ip, net.parse::<IpAddr>(), bits.parse::<u8>()) {
-                (Some(ip), Ok(net), Ok(bits)) => in_cidr(ip, net, bits),
-                _ => false,
-            };
-        }
-        if let (Some(ip), Ok(entry_ip)) = (host_ip, entry.parse::<IpAddr>()) {
-            return ip == entry_ip;
-        }
-        let name = entry.trim_start_matches('.');
-        !name.is_empty() && (host == name || host.ends_with(&format!(".{name}")))
-    })
-}
-
-fn strip_port(entry: &str) -> &str {
-    if let Some(rest) = entry.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match entry.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host
-        }
-        _ => entry,
-    }
-}
-
-fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
-            };
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) if bits <= 128 => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - bits)
-            };
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
-    }
-}
-
-/// The trusted roots: the bundled web roots, the system store when present, and every PEM
-/// named by the CA variables, added together.
-fn tls_config(settings: &Settings) -> Result<TlsConfig, RequestError> {
-    if settings.ssl_no_verify {
-        return Ok(TlsConfig::builder().disable_verification(true).build());
-    }
-    let mut certs: Vec<Certificate<'static>> = Vec::new();
-    if let Ok(bytes) = std::fs::read(SYSTEM_CA_FILE) {
-        certs.extend(pem_certificates(&bytes));
-    }
-    for source in &settings.ca_sources {
-        let found = read_ca_source(&source.path).map_err(|why| {
-            RequestError::Settings(format!(
-                "{}={} {why}; point it at a PEM file (or a directory of them) with your CA",
-                source.variable,
-                source.path.display()
-            ))
-        })?;
-        certs.extend(found);
-    }
-    certs.extend(
-        webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|der| Certificate::from_der(der.as_ref()).to_owned()),
-    );
-    Ok(TlsConfig::builder()
-        .root_certs(RootCerts::new_with_certs(&certs))
-        .build())
-}
-
-fn read_ca_source(path: &std::path::Path) -> Result<Vec<Certificate<'static>>, String> {
-    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot be read ({e})"))?;
-    let files: Vec<std::path::PathBuf> = if metadata.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| format!("cannot be listed ({e})"))?;
-        entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect()
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut certs = Vec::new();
-    for file in files {
-        let bytes = std::fs::read(&file).map_err(|e| format!("cannot be read ({e})"))?;
-        certs.extend(pem_certificates(&bytes));
-    }
-    if certs.is_empty() {
-        return Err("holds no PEM certificate".to_string());
-    }
-    Ok(certs)
-}
-
-fn pem_certificates(bytes: &[u8]) -> Vec<Certificate<'static>> {
-    ureq::tls::parse_pem(bytes)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(cert)) => Some(cert),
-            _ => None,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -729,7 +808,13 @@ mod tests {
             parse_retry_after("Thu, 01 Jan 1970 00:00:00 +0000"),
             Some(Duration::ZERO)
         );
+        // IMF-fixdate, the form HTTP servers send.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
     }
 
     #[test]
@@ -741,46 +826,175 @@ mod tests {
     }
 
     #[test]
-    fn loopback_hosts() {
-        for host in ["127.0.0.1", "127.9.9.9", "::1", "localhost", "LOCALHOST"] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in ["10.0.0.1", "api.localstack.cloud", "localhost.evil.com"] {
-            assert!(!is_loopback(host), "{host}");
-        }
+    fn backoff_is_jittered() {
+        let waits: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(4)).collect();
+        assert!(waits.len() > 1, "{waits:?}");
     }
 
     #[test]
-    fn no_proxy_matching() {
-        let list = |s: &str| s.split(',').map(str::to_string).collect::<Vec<_>>();
-        assert!(bypasses_proxy(
-            "api.localstack.cloud",
-            &list("localstack.cloud")
-        ));
-        assert!(bypasses_proxy(
-            "api.localstack.cloud",
-            &list(".localstack.cloud")
-        ));
-        assert!(bypasses_proxy(
-            "localstack.cloud",
-            &list("localstack.cloud:443")
-        ));
-        assert!(!bypasses_proxy(
-            "notlocalstack.cloud",
-            &list("localstack.cloud")
-        ));
-        assert!(bypasses_proxy("anything", &list("*")));
-        assert!(bypasses_proxy("10.1.2.3", &list("10.0.0.0/8")));
-        assert!(!bypasses_proxy("11.1.2.3", &list("10.0.0.0/8")));
-        assert!(bypasses_proxy("10.1.2.3", &list("10.1.2.3")));
-        assert!(bypasses_proxy("fd00::1", &list("fd00::/8")));
-        assert!(bypasses_proxy("::1", &list("[::1]:80")));
-    }
-
-    #[test]
-    fn excerpts_are_short_and_printable() {
-        let text = excerpt(b"\x1b[31mhello\r\nworld http://u:pw@h/");
+    fn excerpts_are_short_printable_and_without_the_credential() {
+        let secret =
+            Secret::from_env_value("ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e".as_ref()).unwrap();
+        let text = excerpt(b"\x1b[31mhello\r\nworld http://u:pw@h/", &secret);
         assert!(!text.contains('\x1b') && !text.contains("pw@"), "{text}");
-        assert!(excerpt(&[b'a'; 500]).len() < 140);
+        assert!(excerpt(&[b'a'; 500], &secret).chars().count() < 130);
+
+        let mut echo = vec![b'x'; 100];
+        echo.extend_from_slice(b"ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e and more");
+        let text = excerpt(&echo, &secret);
+        assert!(!text.contains("ghijklmn"), "{text}");
+        assert!(!text.contains("ls-Wxyz0123-4567"), "{text}");
+    }
+
+    fn client(vars: &[(&str, &str)]) -> Client {
+        let env = crate::config::Environment::from_vars(
+            vars.iter().map(|(k, v)| ((*k).into(), (*v).into())),
+        );
+        Client::new(&Settings::from_environment(env).unwrap()).unwrap()
+    }
+
+    /// How `client` classifies `error` after the attempt got as far as `progress`.
+    fn classified(client: &Client, error: ureq::Error, progress: Progress) -> RequestError {
+        let secret = Secret::from_env_value("some-api-key-value".as_ref()).unwrap();
+        let attempt = Attempt {
+            url: format!("{}/license/request", client.base_url),
+            shown: format!("{}/license/request", client.endpoint),
+            body: String::new(),
+            secret: &secret,
+        };
+        client.classify(error, &progress, &attempt, Duration::from_secs(1))
+    }
+
+    fn io(kind: std::io::ErrorKind) -> ureq::Error {
+        ureq::Error::Io(kind.into())
+    }
+
+    #[test]
+    fn a_failure_is_not_sent_exactly_until_the_first_request_byte() {
+        use std::io::ErrorKind::ConnectionReset;
+        let direct = client(&[("API_ENDPOINT", "https://licensing.test/v1")]);
+        let connected = Progress {
+            connected: true,
+            ..Progress::default()
+        };
+        let secured = Progress {
+            secured: true,
+            ..connected.clone()
+        };
+        let sent = Progress {
+            sent: true,
+            ..secured.clone()
+        };
+
+        let during_handshake = classified(&direct, io(ConnectionReset), connected);
+        assert!(
+            matches!(&during_handshake, RequestError::NotSent(m)
+                if m.contains("TLS handshake with licensing.test:443 failed (connection reset)")),
+            "{during_handshake:?}"
+        );
+        let before_writing = classified(&direct, io(ConnectionReset), secured);
+        assert!(
+            matches!(before_writing, RequestError::NotSent(_)),
+            "{before_writing:?}"
+        );
+        let after_writing = classified(&direct, io(ConnectionReset), sent.clone());
+        assert!(
+            matches!(&after_writing, RequestError::MaybeProcessed(m)
+                if m.contains("after the request was sent") && m.contains("not repeated")),
+            "{after_writing:?}"
+        );
+        let no_answer = classified(&direct, ureq::Error::Timeout(ureq::Timeout::Global), sent);
+        assert!(
+            matches!(&no_answer, RequestError::MaybeProcessed(m) if m.contains("no answer came")),
+            "{no_answer:?}"
+        );
+        let connect_timeout = classified(
+            &direct,
+            ureq::Error::Timeout(ureq::Timeout::Connect),
+            Progress::default(),
+        );
+        assert!(
+            matches!(&connect_timeout, RequestError::NotSent(m)
+                if m.contains("LSINIT_CONNECT_TIMEOUT")),
+            "{connect_timeout:?}"
+        );
+        let dns = classified(
+            &direct,
+            ureq::Error::HostNotFound,
+            Progress {
+                dns_failed: Some(progress::DnsFailure {
+                    host: "licensing.test".into(),
+                    of_proxy: false,
+                }),
+                ..Progress::default()
+            },
+        );
+        assert!(
+            matches!(&dns, RequestError::NotSent(m)
+                if m.starts_with("DNS lookup of licensing.test failed (no such host)")),
+            "{dns:?}"
+        );
+    }
+
+    #[test]
+    fn proxy_failures_name_the_proxy_masked() {
+        let proxied = client(&[
+            ("API_ENDPOINT", "https://licensing.test/v1"),
+            ("https_proxy", "http://user:pw-secret@127.0.0.1:3128"),
+        ]);
+        let cases = [
+            (
+                io(std::io::ErrorKind::ConnectionRefused),
+                Progress::default(),
+                "cannot connect to the proxy https_proxy=http://user:****@127.0.0.1:3128",
+            ),
+            (
+                ureq::Error::ConnectProxyFailed("proxy server responded 502/502".into()),
+                Progress {
+                    proxy_connected: true,
+                    ..Progress::default()
+                },
+                "did not open a tunnel to licensing.test:443",
+            ),
+            (
+                ureq::Error::ConnectProxyFailed("proxy server responded 407/407".into()),
+                Progress {
+                    proxy_connected: true,
+                    ..Progress::default()
+                },
+                "wants credentials (HTTP 407)",
+            ),
+        ];
+        for (error, progress, expected) in cases {
+            let classified = classified(&proxied, error, progress);
+            let text = classified.to_string();
+            assert!(text.contains(expected), "{text}");
+            assert!(!text.contains("pw-secret"), "{text}");
+            assert_eq!(
+                classified.retryable(),
+                !expected.contains("407"),
+                "{classified:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_errors_say_what_to_do() {
+        use rustls::{CertificateError, Error};
+        let unknown = describe_tls_error(
+            &Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            "h:443",
+            "https://h/v1/license/request",
+        );
+        assert!(
+            unknown.contains("unknown CA") && unknown.contains("REQUESTS_CA_BUNDLE"),
+            "{unknown}"
+        );
+        let expired = describe_tls_error(
+            &Error::InvalidCertificate(CertificateError::Expired),
+            "h:443",
+            "https://h/v1",
+        );
+        assert!(expired.contains("clock"), "{expired}");
     }
 }

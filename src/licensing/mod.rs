@@ -352,6 +352,33 @@ fn warn_issue(settings: &Settings, message: fmt::Arguments<'_>) {
     }
 }
 
+/// Whether the license a start would use offline has gone stale since: then a restart
+/// re-activates first (SPEC 6). Reads files only; never touches the network.
+pub fn needs_reactivation(settings: &Settings) -> bool {
+    let Ok(credential) = choose_credential(settings) else {
+        return false;
+    };
+    if credential.is_test() {
+        return false;
+    }
+    let Ok(version) = runtime_version(settings) else {
+        return false;
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut stale = false;
+    for path in cache::read_locations(&settings.roots) {
+        let Some(license) = read_license(&path) else {
+            continue;
+        };
+        match license.check(&credential.secret, &version, now) {
+            Ok(()) => return false,
+            Err(Invalid::Stale { .. }) => stale = true,
+            Err(_) => {}
+        }
+    }
+    stale
+}
+
 /// SPEC 3.4: `LOCALSTACK_BUILD_VERSION`, else the installed `localstack-core` package's version.
 pub fn runtime_version(settings: &Settings) -> Result<String, Failure> {
     if let Some(version) = &settings.build_version {

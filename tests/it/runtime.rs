@@ -15,10 +15,12 @@ use crate::harness::*;
 const START_LIMIT: Duration = Duration::from_secs(120);
 
 fn runtime_venv() -> PathBuf {
-    let venv = std::env::var_os("LSINIT_RUNTIME_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-        PathBuf::from(home).join(".cache/lsinit/runtime-4.14.0")
-    });
+    let venv = std::env::var_os("LSINIT_RUNTIME_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/lsinit/runtime-4.14.0")
+        });
     assert!(
         venv.join(".lsinit-complete").is_file(),
         "the LocalStack runtime is not installed in {}; run scripts/install-runtime.sh",
@@ -34,8 +36,12 @@ fn free_port() -> u16 {
 
 /// The emulator's PID: lsinit's only child that runs the runtime.
 fn emulator_pid(lsinit: i32) -> Option<i32> {
-    let children = std::fs::read_to_string(format!("/proc/{lsinit}/task/{lsinit}/children")).ok()?;
-    children.split_whitespace().filter_map(|p| p.parse().ok()).next()
+    let children =
+        std::fs::read_to_string(format!("/proc/{lsinit}/task/{lsinit}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .next()
 }
 
 fn health(port: u16) -> serde_json::Value {
@@ -65,7 +71,10 @@ fn start_runtime(sandbox: &Sandbox, server: &LicenseServer, venv: &PathBuf) -> (
                 .env("API_ENDPOINT", server.url())
                 .env("LSINIT_VENV_DIR", venv)
                 .env_remove("LOCALSTACK_BUILD_VERSION")
-                .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .env(
+                    "HOME",
+                    std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+                )
                 .env("DNS_ADDRESS", "0")
                 .env("DISABLE_EVENTS", "1")
                 .env("SKIP_SSL_CERT_DOWNLOAD", "1")
@@ -100,26 +109,48 @@ fn real_runtime_starts_restarts_twice_and_stops_with_its_own_status() {
     let environ = std::fs::read(format!("/proc/{first}/environ")).expect("environ");
     let environ = String::from_utf8_lossy(&environ);
     assert!(environ.split('\0').any(|v| v == "ACTIVATE_PRO=1"));
-    assert!(environ.split('\0').any(|v| v == format!("LOCALSTACK_AUTH_TOKEN={TOKEN}")));
-    assert!(environ.split('\0').any(|v| v == format!("SUPERVISOR_PID={lsinit_pid}")));
+    assert!(
+        environ
+            .split('\0')
+            .any(|v| v == format!("LOCALSTACK_AUTH_TOKEN={TOKEN}"))
+    );
+    assert!(
+        environ
+            .split('\0')
+            .any(|v| v == format!("SUPERVISOR_PID={lsinit_pid}"))
+    );
 
     let mut previous = first;
     for _ in 0..2 {
         request_restart(port);
         running.wait_for_line("Ready.", START_LIMIT);
         let current = emulator_pid(lsinit_pid).expect("a new emulator runs");
-        assert_ne!(current, previous, "the restart started a new emulator process");
-        assert!(!std::path::Path::new(&format!("/proc/{previous}")).exists(), "old one gone");
+        assert_ne!(
+            current, previous,
+            "the restart started a new emulator process"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/proc/{previous}")).exists(),
+            "old one gone"
+        );
         assert!(health(port)["services"].is_object());
         previous = current;
     }
     assert_eq!(running.pid(), lsinit_pid);
-    assert_eq!(server.request_count(), 1, "restarts reuse the cached license");
+    assert_eq!(
+        server.request_count(),
+        1,
+        "restarts reuse the cached license"
+    );
 
     running.signal(libc::SIGTERM);
     let outcome = running.finish(Duration::from_secs(60));
     assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
     assert_eq!(outcome.stdout.matches("Ready.").count(), 3);
-    assert!(outcome.stderr.contains("activated LocalStack Pro"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("activated LocalStack Pro"),
+        "{}",
+        outcome.stderr
+    );
     assert!(!std::path::Path::new(&format!("/proc/{previous}")).exists());
 }
