@@ -20,11 +20,12 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_LICENSE: u8 = 55;
 
 fn main() -> ExitCode {
-    // Step 1: before any thread exists.
+    // Step 1: before any thread exists, and before lsinit opens anything of its own.
     if let Err(e) = signals::block_all() {
         eprintln!("lsinit: cannot block signals: {e}");
         return ExitCode::from(EXIT_SETUP);
     }
+    emulator::remember_inherited_descriptors();
     let invocation = match cli::parse(std::env::args_os().skip(1)) {
         Ok(invocation) => invocation,
         Err(e) => {
@@ -124,7 +125,19 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
     let _ = std::env::set_current_dir("/");
 
     // Steps 7 and 8.
-    supervision::supervise(&mut signals, &plan, first, settings.shutdown_timeout).await
+    let before_restart = licensing::reactivation_hook(Arc::clone(&settings), &activation);
+    let status = supervision::supervise(
+        &mut signals,
+        &plan,
+        first,
+        settings.shutdown_timeout,
+        before_restart,
+    )
+    .await;
+    // A re-activation abandoned by a TERM may still run: held until the process is gone, so no
+    // cache write can start or be cut by the exit.
+    std::mem::forget(licensing::cache::hold_writes());
+    status
 }
 
 /// Runs the activation on its own thread while signals are read here. `TERM` or `INT` exits at
@@ -163,8 +176,9 @@ async fn activate_unless_stopped(
                     let _writes = licensing::cache::hold_writes();
                     std::process::exit(128 + signo);
                 }
-                Ok(libc::SIGCHLD) => {
-                    supervision::reaper::drain();
+                Ok(libc::SIGCHLD) => supervision::reaper::drain_all(),
+                Ok(libc::SIGUSR1) => {
+                    log::debug!("got SIGUSR1 before the emulator exists, thus ignoring it");
                 }
                 Ok(signo) => log::debug!(
                     "got {} before the emulator exists, dropping it",

@@ -12,6 +12,7 @@ pub mod document;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -352,31 +353,50 @@ fn warn_issue(settings: &Settings, message: fmt::Arguments<'_>) {
     }
 }
 
-/// Whether the license a start would use offline has gone stale since: then a restart
-/// re-activates first (SPEC 6). Reads files only; never touches the network.
-pub fn needs_reactivation(settings: &Settings) -> bool {
-    let Ok(credential) = choose_credential(settings) else {
-        return false;
-    };
-    if credential.is_test() {
-        return false;
-    }
-    let Ok(version) = runtime_version(settings) else {
-        return false;
-    };
-    let now = OffsetDateTime::now_utc();
-    let mut stale = false;
-    for path in cache::read_locations(&settings.roots) {
-        let Some(license) = read_license(&path) else {
-            continue;
+/// The restart hook (SPEC 6): when the license the emulator runs with has passed its
+/// `reactivate_after`, activate again before the new emulator starts. Nothing happens without a
+/// license (community edition, test credential), so a restart never costs a request then. A
+/// failure is a warning: the new emulator starts anyway and the runtime decides.
+pub fn reactivation_hook(
+    settings: Arc<Settings>,
+    activation: &Activation,
+) -> Arc<dyn Fn() + Send + Sync> {
+    let stale_after = Mutex::new(reactivate_after(activation));
+    Arc::new(move || {
+        let mut stale_after = stale_after.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(since) = *stale_after else {
+            return;
         };
-        match license.check(&credential.secret, &version, now) {
-            Ok(()) => return false,
-            Err(Invalid::Stale { .. }) => stale = true,
-            Err(_) => {}
+        if OffsetDateTime::now_utc() < since {
+            log::debug!("the license is good until {since}, thus not re-activating it");
+            return;
         }
+        log::info!(
+            "the license needs re-activation since {since}: re-activating before the restart"
+        );
+        match activate(&settings) {
+            Activation::Failed(failure) => warn_issue(
+                &settings,
+                format_args!(
+                    "cannot re-activate the license ({failure}); starting the emulator anyway, \
+                     the runtime decides whether it runs as pro"
+                ),
+            ),
+            // `activate` logged the outcome; the next restart checks the new date.
+            active => *stale_after = reactivate_after(&active),
+        }
+    })
+}
+
+/// When the active license needs re-activation; `None` without one.
+fn reactivate_after(activation: &Activation) -> Option<OffsetDateTime> {
+    match activation {
+        Activation::Active {
+            license: Some(license),
+            ..
+        } => Some(license.reactivate_after.at),
+        _ => None,
     }
-    stale
 }
 
 /// SPEC 3.4: `LOCALSTACK_BUILD_VERSION`, else the installed `localstack-core` package's version.

@@ -1,14 +1,15 @@
 //! The emulator process (SPEC 7): its command line, its environment, and starting it in its own
-//! process group with a clean signal state.
+//! process group with the signal state and descriptors of lsinit's caller, not lsinit's own.
 //!
 //! Starting is here; watching it is the reaping loop's job, so nothing here ever waits.
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use nix::unistd::{Pid, getpid, tcsetpgrp};
 
@@ -111,7 +112,52 @@ pub fn environment(settings: &Settings, activate_pro: Option<&str>) -> Environme
     env
 }
 
-/// Starts the emulator in a new process group with an empty signal mask.
+/// The descriptors lsinit was started with, which pass through to the emulator (as in tini).
+/// `None` when they could not be listed: then only close-on-exec keeps lsinit's own away.
+static INHERITED_DESCRIPTORS: OnceLock<Option<Vec<RawFd>>> = OnceLock::new();
+
+/// Notes which descriptors came from lsinit's caller. Call it first thing in `main`, before
+/// anything opens a file or a socket.
+pub fn remember_inherited_descriptors() {
+    let _ = INHERITED_DESCRIPTORS.set(open_descriptors().ok());
+}
+
+/// The descriptors open in this process, from `/proc/self/fd`.
+fn open_descriptors() -> io::Result<Vec<RawFd>> {
+    let listed: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    // The listing saw its own directory descriptor, closed by now: keep only what is still open.
+    // SAFETY: F_GETFD reads a flag and has no effect; an unknown descriptor fails with EBADF.
+    Ok(listed
+        .into_iter()
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1)
+        .collect())
+}
+
+/// lsinit's own descriptors now open (signalfd, event loop, anything a library opened), which the
+/// emulator must not get even if one lacks close-on-exec by mistake.
+fn own_descriptors() -> Vec<RawFd> {
+    let Some(Some(inherited)) = INHERITED_DESCRIPTORS.get() else {
+        return Vec::new();
+    };
+    match open_descriptors() {
+        Ok(open) => open
+            .into_iter()
+            .filter(|fd| *fd > 2 && !inherited.contains(fd))
+            .collect(),
+        Err(e) => {
+            // LIMITATION: without /proc, a descriptor of lsinit's that lacks close-on-exec (none
+            // does today: std, tokio and nix all set it) would reach the emulator.
+            log::debug!("cannot list /proc/self/fd ({e}), thus relying on close-on-exec alone");
+            Vec::new()
+        }
+    }
+}
+
+/// Starts the emulator in a new process group with an empty signal mask, the caller's `SIGPIPE`
+/// disposition, the caller's descriptors and none of lsinit's, in `plan.cwd`.
 pub fn spawn(plan: &Plan) -> Result<Emulator, SpawnError> {
     let mut command = Command::new(&plan.program);
     command
@@ -126,18 +172,26 @@ pub fn spawn(plan: &Plan) -> Result<Emulator, SpawnError> {
         command.current_dir(cwd);
     }
     let foreground = plan.foreground;
+    // Listed here, in the parent: the child may not allocate. Descriptors std opens for the spawn
+    // itself come later and are close-on-exec.
+    let own = own_descriptors();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (tcsetpgrp, sigprocmask) on values on the stack; it allocates nothing.
+    // system calls (sigprocmask, tcsetpgrp, fcntl, signal) on values on the stack or captured
+    // before the fork; it allocates nothing. std has run setpgid and emptied the mask by then.
     unsafe {
         command.pre_exec(move || {
             if foreground {
-                // The child is in its own group already; with every signal still blocked it can
-                // take the terminal without being stopped by SIGTTOU. The parent does the same,
-                // whichever runs first wins the race harmlessly.
+                // The child is in its own, background, group already: with SIGTTOU blocked it
+                // can take the terminal without being stopped. The parent does the same after
+                // the spawn; whichever runs first wins the race harmlessly.
+                signals::block_ttou_in_child()?;
                 let stdin = BorrowedFd::borrow_raw(0);
                 let _ = tcsetpgrp(stdin, getpid());
             }
-            signals::unblock_all_in_child()
+            for &fd in &own {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            signals::restore_caller_state_in_child()
         });
     }
     let child = command.spawn().map_err(|error| SpawnError {
@@ -148,6 +202,7 @@ pub fn spawn(plan: &Plan) -> Result<Emulator, SpawnError> {
     // The Child handle is dropped without waiting: the reaping loop collects the status.
     drop(child);
     if plan.foreground {
+        // SIGTTOU is blocked in lsinit, so this works from lsinit's background group too.
         let _ = tcsetpgrp(io::stdin().as_fd(), pid);
     }
     Ok(Emulator { pid })

@@ -10,38 +10,55 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+/// The most processes one drain reaps. A storm of exits (a fork loop abandoning children) could
+/// otherwise keep the drain going while signals wait; the caller drains again at once when
+/// [`Drained::more`] says so, after looking at the signals.
+pub const BATCH: usize = 256;
+
 /// What a drain found.
 pub struct Drained {
     /// Processes reaped, with their exit status in shell form (code, or 128 + signal).
     pub exited: Vec<(Pid, i32)>,
-    /// Whether any child is still alive.
+    /// Whether any child is still alive (or not reaped yet, when [`Drained::more`] is set).
     pub children_remain: bool,
+    /// The batch was full: more exited children may be waiting.
+    pub more: bool,
 }
 
-/// Reaps every child that has exited, adopted orphans included, without blocking.
+/// Reaps up to [`BATCH`] children that have exited, adopted orphans included, without blocking.
 pub fn drain() -> Drained {
     let mut exited = Vec::new();
-    loop {
+    let drained = |exited, children_remain, more| Drained {
+        exited,
+        children_remain,
+        more,
+    };
+    while exited.len() < BATCH {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => exited.push((pid, code)),
             Ok(WaitStatus::Signaled(pid, signal, _)) => exited.push((pid, 128 + signal as i32)),
-            Ok(WaitStatus::StillAlive) => {
-                return Drained {
-                    exited,
-                    children_remain: true,
-                };
-            }
+            Ok(WaitStatus::StillAlive) => return drained(exited, true, false),
             // Stopped/continued reports are only given with WUNTRACED/WCONTINUED.
             Ok(_) => {}
             Err(Errno::EINTR) => {}
-            Err(_) => {
-                return Drained {
-                    exited,
-                    children_remain: false,
-                };
-            }
+            // ECHILD: no child at all. Nothing else is possible with these arguments.
+            Err(_) => return drained(exited, false, false),
         }
     }
+    drained(exited, true, true)
+}
+
+/// Reaps every exited child, batch after batch; for the time before the emulator exists, when
+/// nothing else waits on the loop.
+pub fn drain_all() {
+    while drain().more {}
+}
+
+/// Whether no process is left in the process group `group` (zombies not yet reaped count).
+pub fn group_is_empty(group: Pid) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks for existence and permission.
+    let result = unsafe { libc::kill(-group.as_raw(), 0) };
+    result != 0 && Errno::last() == Errno::ESRCH
 }
 
 /// Every live descendant of `root`, from `/proc` (parents before children).
