@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::licensing::credential::Secret;
+use crate::licensing::credential::{CredentialKind, Secret};
 
 /// The licensing API used when neither `API_ENDPOINT` nor `LOCALSTACK_API_ENDPOINT` is set.
 pub const DEFAULT_API_ENDPOINT: &str = "https://api.localstack.cloud/v1";
@@ -90,18 +90,50 @@ impl fmt::Debug for Environment {
     }
 }
 
+/// A URL from the environment that may carry `user:password@`. Formatting it in any way
+/// prints the userinfo masked; [`UrlSetting::expose`] is for the HTTP client only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlSetting(String);
+
+impl UrlSetting {
+    pub fn new(url: impl Into<String>) -> UrlSetting {
+        UrlSetting(url.into())
+    }
+
+    /// Only for handing the URL to the HTTP client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any userinfo replaced by `****`.
+    pub fn redacted(&self) -> String {
+        redact_url_password(&self.0)
+    }
+}
+
+impl fmt::Debug for UrlSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for UrlSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// Where a proxy came from, so that messages can name the variable.
 #[derive(Clone)]
 pub struct ProxySetting {
     pub variable: &'static str,
-    /// May carry `user:password@`: print it only through [`ProxySetting::redacted`].
-    pub url: String,
+    pub url: UrlSetting,
 }
 
 impl ProxySetting {
     /// The URL with any password replaced by `****`.
     pub fn redacted(&self) -> String {
-        redact_url_password(&self.url)
+        self.url.redacted()
     }
 }
 
@@ -162,7 +194,7 @@ pub struct Settings {
     /// On-unless-false: off silences licensing warnings and the failure banner.
     pub log_license_issues: bool,
     /// Base URL of the licensing API, without a trailing slash.
-    pub api_endpoint: String,
+    pub api_endpoint: UrlSetting,
     pub proxy: Option<ProxySetting>,
     /// `no_proxy` (or `NO_PROXY`) entries, trimmed, empty ones dropped.
     pub no_proxy: Vec<String>,
@@ -219,10 +251,10 @@ impl Settings {
         let credentials = CredentialInput {
             auth_token: raw
                 .get("LOCALSTACK_AUTH_TOKEN")
-                .and_then(Secret::from_env_value),
+                .and_then(|v| Secret::from_env_value(CredentialKind::AuthToken, v)),
             api_key: raw
                 .get("LOCALSTACK_API_KEY")
-                .and_then(Secret::from_env_value),
+                .and_then(|v| Secret::from_env_value(CredentialKind::ApiKey, v)),
         };
         let activate_pro = read.on_unless_false("ACTIVATE_PRO");
         let log_license_issues = read.on_unless_false("LOG_LICENSE_ISSUES");
@@ -239,13 +271,13 @@ impl Settings {
         let log_level = read.log_level();
         let api_endpoint = read
             .non_empty("API_ENDPOINT")
-            .map(|url| url.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| DEFAULT_API_ENDPOINT.to_string());
+            .map(|url| UrlSetting::new(url.trim_end_matches('/')))
+            .unwrap_or_else(|| UrlSetting::new(DEFAULT_API_ENDPOINT));
         let proxy = PROXY_VARIABLES.iter().find_map(|&variable| {
             let url = read.non_empty(variable)?;
             Some(ProxySetting {
                 variable,
-                url: url.to_string(),
+                url: UrlSetting::new(url),
             })
         });
         let no_proxy = env
@@ -488,23 +520,38 @@ fn split_list(value: &str) -> Vec<String> {
 }
 
 /// `http://user:secret@proxy:3128` → `http://user:****@proxy:3128`.
+///
+/// The userinfo runs to the last `@`: a password may hold `/`, `?`, `#` or `@`, and masking a
+/// path that happens to hold an `@` costs nothing. A userinfo without `:` is masked whole, as a
+/// token may be given as the user name.
 pub fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return mask_userinfo(url);
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    format!("{scheme}://{}", mask_userinfo(rest))
+    let masked = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:****@{host}"),
+            None => format!("****@{host}"),
+        },
+        None => rest.to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{masked}"),
+        None => masked,
+    }
 }
 
-fn mask_userinfo(rest: &str) -> String {
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{user}:****@{host}{path}")
-        }
-        None => rest.to_string(),
-    }
+/// Masks the userinfo of every `scheme://…@` word in free text (error bodies, library errors);
+/// words are separated by spaces, and other text is left as it is.
+pub fn redact_urls_in_text(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match word.find("://") {
+            Some(at) if word[at..].contains('@') => redact_url_password(word),
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -581,7 +628,7 @@ mod tests {
         assert_eq!(s.environment.get("LD_PRELOAD"), None);
         assert_eq!(s.environment.get("HOSTNAME"), None);
         assert_eq!(s.environment.get("1X"), None);
-        assert_eq!(s.api_endpoint, "http://127.0.0.1:9/v1");
+        assert_eq!(s.api_endpoint.expose(), "http://127.0.0.1:9/v1");
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
     }
 
@@ -597,7 +644,7 @@ mod tests {
         let s = settings(&[("HTTP_PROXY", "http://a:1"), ("ALL_PROXY", "http://b:2")]);
         assert_eq!(s.proxy.as_ref().map(|p| p.variable), Some("ALL_PROXY"));
         let s = settings(&[("HTTPS_PROXY", "http://c:3"), ("https_proxy", "http://d:4")]);
-        assert_eq!(s.proxy.as_ref().map(|p| p.url.as_str()), Some("http://d:4"));
+        assert_eq!(s.proxy.as_ref().map(|p| p.url.expose()), Some("http://d:4"));
         assert!(settings(&[("HTTP_PROXY", "http://a:1")]).proxy.is_none());
     }
 
@@ -654,6 +701,26 @@ mod tests {
         );
         assert_eq!(redact_url_password("http://h:3128"), "http://h:3128");
         assert_eq!(redact_url_password("u:p@w@h:1"), "u:****@h:1");
+        for password in ["p#ss", "p/ss", "p?ss", "p@ss", "p:ss"] {
+            let url = format!("http://user:{password}@proxy:3128/x");
+            let shown = redact_url_password(&url);
+            assert_eq!(shown, "http://user:****@proxy:3128/x", "{password}");
+        }
+        assert_eq!(
+            redact_url_password("https://tok3n@h/v1"),
+            "https://****@h/v1"
+        );
+    }
+
+    #[test]
+    fn every_url_in_free_text_is_redacted_and_nothing_else() {
+        let text = "via http://a:one@p:1 then https://b:two#x@q/ for support@example.com";
+        let shown = redact_urls_in_text(text);
+        assert!(
+            !shown.contains("one") && !shown.contains("two#x"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("for support@example.com"), "{shown}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 
 use libfuzzer_sys::fuzz_target;
-use lsinit::licensing::credential::Secret;
+use lsinit::licensing::credential::{CredentialKind, Secret};
 use lsinit::licensing::document::License;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(license) = License::from_disk(data) {
         let again = License::from_disk(&license.to_bytes()).expect("a written license re-reads");
         assert_eq!(again.canonical_message(), license.canonical_message());
-        let key = Secret::from_env_value(OsStr::new("ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e"))
+        let key = Secret::from_env_value(CredentialKind::AuthToken, OsStr::new("ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e"))
             .expect("non-blank");
         let _ = license.check(&key, "4.14.0", now);
         let _ = license.check(&key, "", now);

@@ -21,7 +21,7 @@ use self::progress::{Progress, Recorder};
 use self::proxy::ChosenProxy;
 pub use self::proxy::{bypasses_proxy, is_loopback};
 use super::credential::{Credential, Secret};
-use crate::config::{NetworkLimits, Settings, redact_url_password};
+use crate::config::{NetworkLimits, Settings, redact_url_password, redact_urls_in_text};
 
 /// Responses larger than this are not licenses.
 const MAX_BODY_BYTES: u64 = 1 << 20;
@@ -211,7 +211,7 @@ struct Attempt<'a> {
 impl Client {
     /// Checks the endpoint, proxy and CA settings; starts the activation budget.
     pub fn new(settings: &Settings) -> Result<Client, RequestError> {
-        let endpoint = settings.api_endpoint.clone();
+        let endpoint = settings.api_endpoint.expose().to_string();
         let shown = redact_url_password(&endpoint);
         let not_a_url = |why: &str| {
             RequestError::Settings(format!(
@@ -746,7 +746,7 @@ fn sanitise(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(600)
         .collect();
-    redact_url_password(&printable)
+    redact_urls_in_text(&printable)
 }
 
 /// `Retry-After` as seconds or an HTTP date (IMF-fixdate, RFC 2822 style).
@@ -773,6 +773,7 @@ pub fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::licensing::credential::CredentialKind;
 
     #[test]
     fn error_codes_map_to_their_reasons() {
@@ -833,8 +834,11 @@ mod tests {
 
     #[test]
     fn excerpts_are_short_printable_and_without_the_credential() {
-        let secret =
-            Secret::from_env_value("ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e".as_ref()).unwrap();
+        let secret = Secret::from_env_value(
+            CredentialKind::AuthToken,
+            "ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e".as_ref(),
+        )
+        .unwrap();
         let text = excerpt(b"\x1b[31mhello\r\nworld http://u:pw@h/", &secret);
         assert!(!text.contains('\x1b') && !text.contains("pw@"), "{text}");
         assert!(excerpt(&[b'a'; 500], &secret).chars().count() < 130);
@@ -855,7 +859,8 @@ mod tests {
 
     /// How `client` classifies `error` after the attempt got as far as `progress`.
     fn classified(client: &Client, error: ureq::Error, progress: Progress) -> RequestError {
-        let secret = Secret::from_env_value("some-api-key-value".as_ref()).unwrap();
+        let secret =
+            Secret::from_env_value(CredentialKind::ApiKey, "some-api-key-value".as_ref()).unwrap();
         let attempt = Attempt {
             url: format!("{}/license/request", client.base_url),
             shown: format!("{}/license/request", client.endpoint),

@@ -9,35 +9,47 @@ use std::fmt;
 
 use md5::{Digest, Md5};
 
-/// A credential's value. Formatting it in any way prints the masked form.
+/// A credential's value and the variable it came from. Formatting it in any way prints the
+/// masked form.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    kind: CredentialKind,
+}
 
 impl Secret {
     /// Trims whitespace and quotes from both ends (SPEC 3.1); blank means unset.
     ///
     /// A value that is not UTF-8 is kept lossily: it can never match a real credential, and
     /// the server's rejection then says so.
-    pub fn from_env_value(value: &OsStr) -> Option<Secret> {
+    pub fn from_env_value(kind: CredentialKind, value: &OsStr) -> Option<Secret> {
         let value = value.to_string_lossy();
         let trimmed = value.trim_matches(|c: char| c.is_whitespace() || c == '\'' || c == '"');
-        (!trimmed.is_empty()).then(|| Secret(trimmed.to_string()))
+        (!trimmed.is_empty()).then(|| Secret {
+            value: trimmed.to_string(),
+            kind,
+        })
     }
 
     /// Only for the request body and the signature key.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
     }
 
-    /// SPEC 3.1's masked form: auth-token prefix and first 8 characters, or the first 3
-    /// characters and the length of a long key, or only the length.
+    pub fn kind(&self) -> CredentialKind {
+        self.kind
+    }
+
+    /// SPEC 3.1's masked form: a well-formed auth token's prefix and first 8 characters, an API
+    /// key of 12 or more characters as its first 3 and its length, anything else (a malformed
+    /// auth token included) as its length only.
     pub fn masked(&self) -> String {
-        if let Some(parts) = auth_token_parts(&self.0) {
+        if let Some(parts) = auth_token_parts(&self.value) {
             return format!("{}-{}-****-****-****-************", parts[0], parts[1]);
         }
-        let length = self.0.chars().count();
-        if length >= 12 {
-            let head: String = self.0.chars().take(3).collect();
+        let length = self.value.chars().count();
+        if self.kind == CredentialKind::ApiKey && length >= 12 {
+            let head: String = self.value.chars().take(3).collect();
             format!("{head}...<{length} chars>")
         } else {
             format!("<{length} chars>")
@@ -166,7 +178,11 @@ mod tests {
     const TOKEN: &str = "ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e";
 
     fn secret(v: &str) -> Secret {
-        Secret::from_env_value(OsStr::new(v)).expect("non-blank")
+        Secret::from_env_value(CredentialKind::AuthToken, OsStr::new(v)).expect("non-blank")
+    }
+
+    fn api_key(v: &str) -> Secret {
+        Secret::from_env_value(CredentialKind::ApiKey, OsStr::new(v)).expect("non-blank")
     }
 
     fn auth(v: &str) -> Credential {
@@ -179,9 +195,11 @@ mod tests {
     #[test]
     fn trimming_removes_whitespace_and_quotes_in_any_mix() {
         assert_eq!(secret(" \"' abc\r\n'\"\t").expose(), "abc");
-        assert!(Secret::from_env_value(OsStr::new(" ")).is_none());
-        assert!(Secret::from_env_value(OsStr::new("\"\"")).is_none());
-        assert!(Secret::from_env_value(OsStr::new(" ' \" \r\n")).is_none());
+        assert!(Secret::from_env_value(CredentialKind::AuthToken, OsStr::new(" ")).is_none());
+        assert!(Secret::from_env_value(CredentialKind::AuthToken, OsStr::new("\"\"")).is_none());
+        assert!(
+            Secret::from_env_value(CredentialKind::AuthToken, OsStr::new(" ' \" \r\n")).is_none()
+        );
     }
 
     #[test]
@@ -222,7 +240,7 @@ mod tests {
     fn non_ascii_token_of_token_length_is_masked_without_panicking() {
         // Found by the configuration fuzz target: 8 bytes, but not 8 characters.
         let odd = secret("ls-abc\u{fffd}xy-4567-89ab-cdef-ghijklmnf90e");
-        assert_eq!(odd.masked(), "ls-...<37 chars>");
+        assert_eq!(odd.masked(), "<37 chars>");
         assert_eq!(
             auth("ls-abc\u{fffd}xy-4567-89ab-cdef-ghijklmnf90e").check_format(),
             Err(TokenFormatError::Syntax)
@@ -235,8 +253,10 @@ mod tests {
             secret(TOKEN).masked(),
             "ls-Wxyz0123-****-****-****-************"
         );
-        assert_eq!(secret("abcdefghijkl").masked(), "abc...<12 chars>");
-        assert_eq!(secret("abcdefghijk").masked(), "<11 chars>");
+        assert_eq!(api_key("abcdefghijkl").masked(), "abc...<12 chars>");
+        assert_eq!(api_key("abcdefghijk").masked(), "<11 chars>");
+        // A malformed auth token shows nothing of itself, however long.
+        assert_eq!(secret("abcdefghijklmnop").masked(), "<16 chars>");
         assert_eq!(
             format!("{:?}", secret(TOKEN)),
             "ls-Wxyz0123-****-****-****-************"
@@ -274,20 +294,20 @@ mod tests {
                 after in junk(),
             ) {
                 let value = format!("{before}{core}{after}");
-                let secret = Secret::from_env_value(OsStr::new(&value)).expect("non-blank");
+                let secret = Secret::from_env_value(CredentialKind::AuthToken, OsStr::new(&value)).expect("non-blank");
                 prop_assert_eq!(secret.expose(), core.as_str());
             }
 
             #[test]
             fn blank_after_trimming_is_unset(value in junk()) {
-                prop_assert!(Secret::from_env_value(OsStr::new(&value)).is_none());
+                prop_assert!(Secret::from_env_value(CredentialKind::AuthToken, OsStr::new(&value)).is_none());
             }
 
             #[test]
             fn masked_form_never_contains_a_secret_of_eight_or_more_characters(
                 value in "\\PC{8,60}",
             ) {
-                let Some(secret) = Secret::from_env_value(OsStr::new(&value)) else {
+                let Some(secret) = Secret::from_env_value(CredentialKind::AuthToken, OsStr::new(&value)) else {
                     return Ok(());
                 };
                 let raw = secret.expose().to_string();
@@ -306,7 +326,7 @@ mod tests {
                 rest in "[A-Za-z0-9]{4}-[A-Za-z0-9]{4}-[A-Za-z0-9]{4}-[A-Za-z0-9]{12}",
             ) {
                 let token = format!("{prefix}-{first}-{rest}");
-                let secret = Secret::from_env_value(OsStr::new(&token)).expect("non-blank");
+                let secret = Secret::from_env_value(CredentialKind::AuthToken, OsStr::new(&token)).expect("non-blank");
                 prop_assert_eq!(secret.masked(),
                     format!("{prefix}-{first}-****-****-****-************"));
             }

@@ -420,7 +420,11 @@ mod tests {
     }
 
     fn key(value: &str) -> Secret {
-        Secret::from_env_value(OsStr::new(value)).expect("non-blank")
+        Secret::from_env_value(
+            super::super::credential::CredentialKind::AuthToken,
+            OsStr::new(value),
+        )
+        .expect("non-blank")
     }
 
     fn vector_license() -> (License, Secret) {

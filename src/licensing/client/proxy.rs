@@ -54,6 +54,7 @@ fn build(setting: &ProxySetting) -> Result<ureq::Proxy, RequestError> {
     };
     let scheme = setting
         .url
+        .expose()
         .split_once("://")
         .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
@@ -65,7 +66,8 @@ fn build(setting: &ProxySetting) -> Result<ureq::Proxy, RequestError> {
             )));
         }
     }
-    let proxy = ureq::Proxy::new(&setting.url).map_err(|_| invalid("is not a proxy URL"))?;
+    let proxy =
+        ureq::Proxy::new(setting.url.expose()).map_err(|_| invalid("is not a proxy URL"))?;
     if proxy.host().is_empty() {
         return Err(invalid("has no host"));
     }
