@@ -48,6 +48,13 @@ const PROTECTED_NAMES: [&str; 8] = [
     "PYTHONPATH",
 ];
 
+/// The longest time any setting may name: far beyond any real use, and small enough that a
+/// deadline computed from it can never overflow the clock.
+const MAX_SECONDS: Duration = Duration::from_secs(1_000_000);
+
+/// The shortest network timeout: below a millisecond nothing could ever connect.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// The environment as a name → value map; values are kept verbatim as the OS gave them.
 #[derive(Clone, Default)]
 pub struct Environment {
@@ -270,14 +277,13 @@ impl Settings {
         }
         let log_level = read.log_level();
         let api_endpoint = read
-            .non_empty("API_ENDPOINT")
-            .map(|url| UrlSetting::new(url.trim_end_matches('/')))
+            .url("API_ENDPOINT")
+            .map(|url| UrlSetting::new(url.expose().trim_end_matches('/')))
             .unwrap_or_else(|| UrlSetting::new(DEFAULT_API_ENDPOINT));
         let proxy = PROXY_VARIABLES.iter().find_map(|&variable| {
-            let url = read.non_empty(variable)?;
             Some(ProxySetting {
                 variable,
-                url: UrlSetting::new(url),
+                url: read.url(variable)?,
             })
         });
         let no_proxy = env
@@ -351,6 +357,14 @@ impl Reader<'_> {
             .filter(|v| !v.is_empty())
     }
 
+    /// A URL-valued setting. A value that is not UTF-8 is kept with replacement characters, so
+    /// that it fails as a bad URL naming its variable instead of silently counting as unset.
+    fn url(&self, name: &str) -> Option<UrlSetting> {
+        let value = self.env.get(name)?.to_string_lossy();
+        let value = value.trim();
+        (!value.is_empty()).then(|| UrlSetting::new(value))
+    }
+
     fn on_unless_false(&mut self, name: &str) -> bool {
         self.boolean(name, true)
     }
@@ -415,13 +429,20 @@ impl Reader<'_> {
         let Some(value) = self.non_empty(name) else {
             return fallback;
         };
+        let least = if zero_allowed {
+            Duration::ZERO
+        } else {
+            MIN_TIMEOUT
+        };
         match parse_seconds(value) {
-            Some(d) if zero_allowed || !d.is_zero() => d,
+            Some(d) if d >= least => d,
             _ => {
                 let value = value.to_string();
                 self.warnings.push(format!(
-                    "{name}={value:?} is not a number of seconds, using {default}; give a \
-                     decimal number such as 2.5"
+                    "{name}={value:?} is not a number of seconds from {} to {}, using {default}; \
+                     give a decimal number such as 2.5",
+                    least.as_secs_f64(),
+                    MAX_SECONDS.as_secs()
                 ));
                 fallback
             }
@@ -458,7 +479,9 @@ pub fn parse_seconds(value: &str) -> Option<Duration> {
     if !seconds.is_finite() || seconds < 0.0 {
         return None;
     }
-    Duration::try_from_secs_f64(seconds).ok()
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| *d <= MAX_SECONDS)
 }
 
 /// Applies SPEC 7's mapping: each `LOCALSTACK_<NAME>=v` also sets `<NAME>=v`, overriding, except
@@ -500,6 +523,9 @@ fn supervisor_command(raw: &Environment) -> Result<Option<Vec<String>>, ConfigEr
         return Ok(None);
     }
     match shlex::split(value) {
+        Some(words) if words.iter().any(String::is_empty) => Err(ConfigError::SupervisorCommand {
+            reason: "holds an empty word",
+        }),
         Some(words) if !words.is_empty() => Ok(Some(words)),
         Some(_) => Err(ConfigError::SupervisorCommand {
             reason: "holds no command",
@@ -649,6 +675,15 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_url_settings_stay_set_and_fail_as_urls() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(b"http://127.0.0.1:1/v1\xff".to_vec());
+        let s = Settings::from_environment(Environment::from_vars([("API_ENDPOINT".into(), bad)]))
+            .unwrap();
+        assert_eq!(s.api_endpoint.expose(), "http://127.0.0.1:1/v1\u{fffd}");
+    }
+
+    #[test]
     fn lower_case_no_proxy_wins() {
         let s = settings(&[("no_proxy", " a.com, ,b "), ("NO_PROXY", "c")]);
         assert_eq!(s.no_proxy, ["a.com", "b"]);
@@ -666,6 +701,18 @@ mod tests {
         assert_eq!(
             settings(&[("SHUTDOWN_TIMEOUT", "0")]).shutdown_timeout,
             Duration::ZERO
+        );
+        // A deadline of now + 1e19 s would overflow the clock and panic.
+        for huge in ["1e19", "1e7", "1000001"] {
+            let s = settings(&[("SHUTDOWN_TIMEOUT", huge)]);
+            assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
+        }
+        let s = settings(&[("LSINIT_CONNECT_TIMEOUT", "1e-12")]);
+        assert_eq!(s.limits.connect_timeout, Duration::from_secs(5));
+        assert!(
+            s.warnings[0].contains("from 0.001 to 1000000"),
+            "{:?}",
+            s.warnings
         );
         let s = settings(&[
             ("LSINIT_CONNECT_TIMEOUT", "0"),
@@ -691,6 +738,12 @@ mod tests {
         assert_eq!(s.supervisor_command.unwrap(), ["sh", "-c", "echo \"a b\""]);
         let err = Settings::from_environment(env(&[("LOCALSTACK_SUPERVISOR_COMMAND", "sh 'x")]));
         assert!(err.unwrap_err().to_string().contains("unbalanced quotes"));
+        let err = Settings::from_environment(env(&[("LOCALSTACK_SUPERVISOR_COMMAND", "\"\"")]));
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("LOCALSTACK_SUPERVISOR_COMMAND holds an empty word"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub const FORMAT_1_KEYS: [&str; 12] = [
     "offline_data",
 ];
 
+/// Longer values of the fields that are logged make a document invalid.
+const MAX_SHOWN_CHARS: usize = 200;
+
 /// One entry of `products`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Product {
@@ -54,6 +57,15 @@ impl Date {
             raw: raw.to_string(),
             at,
         })
+    }
+
+    /// A moment in the canonical form, for messages.
+    pub fn now_canonical(at: OffsetDateTime) -> String {
+        Date {
+            raw: String::new(),
+            at,
+        }
+        .canonical()
     }
 
     /// `YYYY-MM-DDTHH:MM:SS±HH:MM`: fractional seconds dropped, the document's own offset kept.
@@ -247,6 +259,20 @@ impl License {
             }
         };
         let date = |key: &'static str| Date::parse(key, &text(key)?);
+        // Fields that end up in log lines: one event per line, so no control characters, and
+        // short enough to read.
+        let shown = |key: &'static str, value: String| -> Result<String, DocumentError> {
+            let printable =
+                value.chars().count() <= MAX_SHOWN_CHARS && !value.chars().any(char::is_control);
+            if printable {
+                Ok(value)
+            } else {
+                Err(DocumentError::WrongType {
+                    key,
+                    expected: "short printable text",
+                })
+            }
+        };
 
         let products = match document.get("products") {
             None => return Err(DocumentError::MissingKey("products")),
@@ -255,7 +281,10 @@ impl License {
                 .map(|item| {
                     let field = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
                     match (field("name"), field("version")) {
-                        (Some(name), Some(version)) => Ok(Product { name, version }),
+                        (Some(name), Some(version)) => Ok(Product {
+                            name: shown("products", name)?,
+                            version: shown("products", version)?,
+                        }),
                         _ => Err(DocumentError::WrongType {
                             key: "products",
                             expected: "a list of {name, version}",
@@ -281,18 +310,19 @@ impl License {
                 })?,
         }
         .to_string();
+        let localstack_version = shown("offline_data", localstack_version)?;
         text("license_secret")?;
         date("last_activated")?;
 
         Ok(License {
-            id: text("id")?,
-            license_format: text("license_format")?,
+            id: shown("id", text("id")?)?,
+            license_format: shown("license_format", text("license_format")?)?,
             signature: text("signature")?,
-            license_type: text("license_type")?,
+            license_type: shown("license_type", text("license_type")?)?,
             issue_date: date("issue_date")?,
             expiry_date: date("expiry_date")?,
             products,
-            license_status: text("license_status")?,
+            license_status: shown("license_status", text("license_status")?)?,
             reactivate_after: date("reactivate_after")?,
             localstack_version,
             document,
@@ -398,7 +428,8 @@ pub fn same_minor(a: &str, b: &str) -> bool {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+    // from_str_radix alone would take a sign, as in "+f".
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -526,6 +557,36 @@ mod tests {
             license.check(&other, "4.14.0", before_stale),
             Err(Invalid::Signature)
         );
+    }
+
+    #[test]
+    fn logged_fields_must_be_short_printable_text() {
+        for (key, value) in [
+            (
+                "id",
+                Value::from("license_1\n2026-12-04T00:00:00.000  INFO --- forged"),
+            ),
+            ("license_type", Value::from("pro\u{1b}[31m")),
+            ("license_status", Value::from("A".repeat(201))),
+        ] {
+            let mut doc = vector()["document"].clone();
+            doc[key] = value;
+            let err = License::from_disk(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+            assert_eq!(
+                err,
+                DocumentError::WrongType {
+                    key,
+                    expected: "short printable text"
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn signatures_are_strictly_hex() {
+        assert_eq!(decode_hex("0aFf"), Some(vec![0x0a, 0xff]));
+        assert_eq!(decode_hex("+f"), None);
+        assert_eq!(decode_hex("abc"), None);
     }
 
     #[test]

@@ -109,7 +109,9 @@ pub fn activate(settings: &Settings) -> Activation {
         let origin = match source {
             LicenseSource::Cached(path) => format!("from {}", path.display()),
             LicenseSource::Reactivated => "re-activated online".to_string(),
-            LicenseSource::Requested | LicenseSource::TestCredential => "online".to_string(),
+            LicenseSource::Requested => "online".to_string(),
+            // The test credential has no license, so this line is never reached for it.
+            LicenseSource::TestCredential => "without activation".to_string(),
         };
         log::info!(
             "activated LocalStack Pro with {}={masked}: license {} ({}), valid until {}, \
@@ -260,14 +262,15 @@ fn accept(
     endpoint: &str,
     settings: &Settings,
 ) -> Result<License, Failure> {
-    let broken = |why: String| {
+    let unusable = |why: String, fix: &str| {
         Failure::new(format!(
-            "{endpoint} sent a license that cannot be used: {why}; this is a problem on the \
-             server's side or in a proxy between, try again later"
+            "{endpoint} sent a license that cannot be used: {why}; {fix}"
         ))
     };
-    let (license, dropped) =
-        License::from_server(document, version).map_err(|e| broken(format!("it {e}")))?;
+    const SERVER_FIX: &str =
+        "this is a problem on the server's side or in a proxy between, try again later";
+    let (license, dropped) = License::from_server(document, version)
+        .map_err(|e| unusable(format!("it {e}"), SERVER_FIX))?;
     if !dropped.is_empty() {
         log::debug!(
             "dropped keys outside license format 1: {}",
@@ -275,10 +278,29 @@ fn accept(
         );
     }
     let now = OffsetDateTime::now_utc();
+    // A license issued a moment ago that looks expired or stale says more about this clock
+    // than about the server.
+    warn_if_clock_is_wrong(settings, &license, now);
     license
         .check(&credential.secret, version, now)
-        .map_err(|e| broken(e.to_string()))?;
-    warn_if_clock_is_wrong(settings, &license, now);
+        .map_err(|e| {
+            let fix = match &e {
+                Invalid::Expired { .. } | Invalid::Stale { .. } => format!(
+                    "if this container's clock ({}) is wrong, fix the host's clock; else contact \
+                 LocalStack support",
+                    document::Date::now_canonical(now)
+                ),
+                Invalid::Product { .. } | Invalid::RuntimeVersion { .. } => format!(
+                    "your plan does not cover LocalStack {version}; use a covered version or check \
+                 the plan in the LocalStack web app"
+                ),
+                Invalid::Status(_) => {
+                    "check the subscription's state in the LocalStack web app".to_string()
+                }
+                Invalid::Format(_) | Invalid::Signature => SERVER_FIX.to_string(),
+            };
+            unusable(e.to_string(), &fix)
+        })?;
 
     let path = cache::cached_license_path(&settings.roots);
     if let Err(e) = cache::write_atomically(&path, &license.to_bytes(), 0o600) {
@@ -401,16 +423,38 @@ fn reactivate_after(activation: &Activation) -> Option<OffsetDateTime> {
 
 /// SPEC 3.4: `LOCALSTACK_BUILD_VERSION`, else the installed `localstack-core` package's version.
 pub fn runtime_version(settings: &Settings) -> Result<String, Failure> {
-    if let Some(version) = &settings.build_version {
-        return Ok(version.clone());
+    let (version, source) = match &settings.build_version {
+        Some(version) => (version.clone(), "LOCALSTACK_BUILD_VERSION".to_string()),
+        None => {
+            let version = installed_core_version(&settings.roots.venv).ok_or_else(|| {
+                Failure::new(format!(
+                    "cannot tell the LocalStack runtime version (no localstack-core package in \
+                     {}); set LOCALSTACK_BUILD_VERSION",
+                    settings.roots.venv.display()
+                ))
+            })?;
+            (
+                version,
+                format!(
+                    "the localstack-core package in {}",
+                    settings.roots.venv.display()
+                ),
+            )
+        }
+    };
+    // Licenses are matched on major.minor: without both, every license would be refused after
+    // its request was paid for.
+    let mut parts = version.split('.');
+    let two_parts =
+        parts.next().is_some_and(|p| !p.is_empty()) && parts.next().is_some_and(|p| !p.is_empty());
+    let printable = version.len() <= 64 && !version.chars().any(char::is_control);
+    if !(two_parts && printable) {
+        return Err(Failure::new(format!(
+            "the LocalStack runtime version {version:?} from {source} has no major.minor form; \
+             set LOCALSTACK_BUILD_VERSION to a version such as 4.14.0"
+        )));
     }
-    installed_core_version(&settings.roots.venv).ok_or_else(|| {
-        Failure::new(format!(
-            "cannot tell the LocalStack runtime version (no localstack-core package in {}); set \
-             LOCALSTACK_BUILD_VERSION",
-            settings.roots.venv.display()
-        ))
-    })
+    Ok(version)
 }
 
 fn installed_core_version(venv: &Path) -> Option<String> {
@@ -428,10 +472,11 @@ fn installed_core_version(venv: &Path) -> Option<String> {
             if !is_core {
                 continue;
             }
-            let Ok(metadata) = std::fs::read_to_string(entry.path().join("METADATA")) else {
+            // Bounded and non-blocking: a FIFO or /dev/zero in its place must not hang the start.
+            let Ok(Some(bytes)) = cache::read_small_file(&entry.path().join("METADATA")) else {
                 continue;
             };
-            return metadata
+            return String::from_utf8_lossy(&bytes)
                 .lines()
                 .find_map(|line| line.strip_prefix("Version:"))
                 .map(|v| v.trim().to_string());

@@ -141,10 +141,13 @@ fn has_line(env: &str, line: &str) -> bool {
 }
 
 /// lsinit's log lines at `level` (`ERROR`, `WARN`, `INFO`, `DEBUG`).
+/// The messages (the part after ` : `) of the log lines at `level`: asserting on whole lines
+/// would let the timestamp satisfy a check for a number.
 fn lines_at<'a>(stderr: &'a str, level: &str) -> Vec<&'a str> {
     stderr
         .lines()
         .filter(|line| line.split_whitespace().nth(1) == Some(level))
+        .map(|line| line.split_once(" : ").map_or(line, |(_, message)| message))
         .collect()
 }
 
@@ -243,7 +246,7 @@ fn failed_activation_with_activate_pro_on_exits_55_with_a_banner_and_no_emulator
         let banner = lines_at(&outcome.stderr, "ERROR").join("\n");
         assert!(banner.contains("not known to LocalStack"), "{banner}");
         assert!(banner.contains("ACTIVATE_PRO=0"), "{banner}");
-        assert!(banner.contains("55"), "{banner}");
+        assert!(banner.contains("status 55"), "{banner}");
     }
 }
 
@@ -266,8 +269,9 @@ fn failed_activation_with_log_license_issues_0_still_prints_one_line_and_exits_5
         "{}",
         outcome.stderr
     );
-    assert!(lines[0].contains("not known to LocalStack"), "{}", lines[0]);
-    assert!(lines[0].contains("55"), "{}", lines[0]);
+    let message = lines_at(&outcome.stderr, "ERROR")[0];
+    assert!(message.contains("not known to LocalStack"), "{message}");
+    assert!(message.contains("status 55"), "{message}");
 }
 
 #[test]
@@ -337,7 +341,7 @@ fn no_credentials_with_activate_pro_on_exits_55_asking_for_a_token() {
         let text = errors.join("\n");
         assert!(text.contains("no credentials found"), "{case}\n{text}");
         assert!(text.contains("LOCALSTACK_AUTH_TOKEN"), "{case}\n{text}");
-        assert!(text.contains("55"), "{case}\n{text}");
+        assert!(text.contains("status 55"), "{case}\n{text}");
         if log_issues.is_none() {
             assert!(text.contains("ACTIVATE_PRO=0"), "{case}\n{text}");
         } else {
@@ -853,7 +857,7 @@ fn broken_answer_keeps_the_cached_license_of_this_credential() {
     assert_eq!(outcome.code(), Some(55), "{}", outcome.stderr);
     assert_eq!(rig.server.request_count(), 1);
     let errors = lines_at(&outcome.stderr, "ERROR").join("\n");
-    assert!(errors.contains("403"), "{errors}");
+    assert!(errors.contains("HTTP 403"), "{errors}");
     assert!(errors.contains("Forbidden by the firewall"), "{errors}");
     assert_eq!(fs::read(rig.cache_file()).unwrap(), before);
 }
@@ -1257,6 +1261,61 @@ fn unknown_runtime_version_fails_without_a_request() {
     assert!(errors.contains("set LOCALSTACK_BUILD_VERSION"), "{errors}");
 }
 
+#[test]
+fn runtime_version_without_major_minor_fails_before_any_request() {
+    let rig = Rig::knowing_token();
+    for version in ["4", "latest", "4."] {
+        let mut command = rig.command();
+        command
+            .env("LOCALSTACK_BUILD_VERSION", version)
+            .env("LOCALSTACK_AUTH_TOKEN", TOKEN);
+
+        let outcome = run(&mut command, LIMIT);
+
+        assert_eq!(outcome.code(), Some(55), "{version}: {}", outcome.stderr);
+        let errors = lines_at(&outcome.stderr, "ERROR").join("\n");
+        assert!(
+            errors.contains("no major.minor form"),
+            "{version}: {errors}"
+        );
+        assert!(
+            errors.contains("LOCALSTACK_BUILD_VERSION"),
+            "{version}: {errors}"
+        );
+    }
+    assert_eq!(
+        rig.server.request_count(),
+        0,
+        "a version check must not cost a request"
+    );
+}
+
+#[test]
+fn fifo_in_place_of_the_runtime_metadata_fails_instead_of_hanging() {
+    let rig = Rig::knowing_token();
+    let dist_info = rig
+        .sandbox
+        .venv()
+        .join("lib/python3.11/site-packages/localstack_core-4.14.0.dist-info");
+    fs::create_dir_all(&dist_info).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dist_info.join("METADATA"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut command = rig.command();
+    command
+        .env_remove("LOCALSTACK_BUILD_VERSION")
+        .env("LOCALSTACK_AUTH_TOKEN", TOKEN);
+
+    let outcome = run(&mut command, LIMIT);
+
+    assert_eq!(outcome.code(), Some(55), "{}", outcome.stderr);
+    let errors = lines_at(&outcome.stderr, "ERROR").join("\n");
+    assert!(errors.contains("set LOCALSTACK_BUILD_VERSION"), "{errors}");
+    assert_eq!(rig.server.request_count(), 0);
+}
+
 // SPEC 3.7: `lsinit check`.
 
 #[test]
@@ -1479,7 +1538,15 @@ fn info_line_names_masked_credential_license_dates_and_origin() {
         ] {
             assert!(line.contains(&part), "{part:?} missing from\n{line}");
         }
-        assert!(line.contains("lsinit.licensing"), "{line}");
+        let logger = outcome
+            .stderr
+            .lines()
+            .find(|l| l.contains("activated LocalStack Pro"));
+        assert!(
+            logger.is_some_and(|l| l.contains("lsinit.licensing")),
+            "{}",
+            outcome.stderr
+        );
     }
 }
 
