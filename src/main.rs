@@ -85,6 +85,9 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
     supervision::become_subreaper_unless_pid1();
     // Step 4.
     boot::prepare(&settings);
+    if let Err(status) = boot::run_hooks(&settings, &mut signals).await {
+        return status;
+    }
 
     // Step 5.
     let settings = Arc::new(settings);

@@ -1,6 +1,7 @@
 //! lsinit's integration tests: the real binary against real loopback servers and real
 //! processes. One test binary, one module per concern.
 
+mod boot;
 mod harness;
 mod licensing;
 mod network;
