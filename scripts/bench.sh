@@ -18,14 +18,15 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-export ACTIVATE_PRO=0 API_ENDPOINT=http://127.0.0.1:9/v1 LSINIT_VOLUME_DIR
+export ACTIVATE_PRO=0 API_ENDPOINT=http://127.0.0.1:9/v1 LS_LOG=error LSINIT_VOLUME_DIR
 LSINIT_VOLUME_DIR=$(mktemp -d)
 unset LOCALSTACK_AUTH_TOKEN LOCALSTACK_API_KEY
 trap 'rm -rf "$LSINIT_VOLUME_DIR"' EXIT
 
 declare -A cmd=(
   [lsinit]="$lsinit --"
-  [tini]="$(command -v tini) -s --"
+  # The static build, comparable with lsinit's static binary.
+  [tini]="$(command -v tini-static || command -v tini) -s --"
   [dumb-init]="$(command -v dumb-init)"
   [catatonit]="$(command -v catatonit) --"
 )
