@@ -1,5 +1,5 @@
-//! Just enough HTTP/1.1 by hand, at byte level: reading one request from a socket without
-//! reading past its end, and building responses. Hand-written so that `server` can misbehave
+//! Just enough HTTP/1.1 by hand, at byte level: reading one request from a socket, building
+//! responses, and ending a connection with a reset. Hand-written so that `server` can misbehave
 //! in ways a framework would hide (trickling, truncating, resetting).
 //!
 //! Owns no routing and no server state. One request per connection: every response says
@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 
 /// Largest request body accepted; a larger one is answered 413.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -58,34 +59,21 @@ enum Parse {
     TooLarge,
 }
 
-/// Reads one request, leaving its last byte unread in the kernel's receive queue.
-///
-/// The caller decides with the full request in hand: [`consume_last_byte`] before answering
-/// normally, or close the socket as is, which makes the kernel reset the connection (data left
-/// unread at close means RST) instead of a clean FIN. That is how a reset is produced with std
-/// alone, since `TcpStream::set_linger` is unstable.
+/// Reads one request. Bytes a client sends after it are read and dropped (one request per
+/// connection).
 pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
     let mut received = Vec::new();
-    let mut window = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
     let mut sent_continue = false;
     loop {
-        // Peek first so that nothing past the request's end is ever taken from the socket.
-        let peeked = stream.peek(&mut window)?;
-        if peeked == 0 {
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
             return Err(ReadError::Closed);
         }
-        let before = received.len();
-        received.extend_from_slice(&window[..peeked]);
+        received.extend_from_slice(&chunk[..read]);
         match parse(&received) {
-            Parse::Complete { len, request } => {
-                // Everything but the final byte; `len > before` since `received[..before]`
-                // was incomplete.
-                let mut sink = vec![0u8; len - before - 1];
-                stream.read_exact(&mut sink)?;
-                return Ok(request);
-            }
+            Parse::Complete { request, .. } => return Ok(request),
             Parse::Incomplete { expects_continue } => {
-                stream.read_exact(&mut window[..peeked])?;
                 if expects_continue && !sent_continue {
                     stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
                     sent_continue = true;
@@ -97,10 +85,25 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
     }
 }
 
-/// Takes the byte [`read_request`] left unread, so that closing the socket sends a FIN.
-pub fn consume_last_byte(stream: &mut TcpStream) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    stream.read_exact(&mut byte)
+/// Closes with RST instead of FIN: `SO_LINGER` with a zero timeout makes the kernel discard
+/// what is unsent and reset the connection. (`TcpStream::set_linger` is unstable, hence libc.)
+pub fn reset(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `stream` owns a valid socket descriptor for the whole call, and the option value
+    // points to a live `linger` of exactly the length given.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
 }
 
 fn parse(buf: &[u8]) -> Parse {

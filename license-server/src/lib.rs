@@ -7,6 +7,7 @@
 //! - `server`: the listener, routing, credentials and faults ([`LicenseServer`]).
 //! - `tls`: an optional TLS listener in front of it ([`LicenseServer::start_tls`], [`TlsFault`]).
 //! - `proxy`: an HTTP `CONNECT` proxy for tests of proxy settings ([`ConnectProxy`]).
+//! - `base64`: the one base64 encoder (license secrets, proxy credentials, test PEM files).
 //!
 //! It is not part of lsinit's release binary, never listens on another address and never
 //! connects to anything but `127.0.0.1`.
@@ -25,6 +26,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod base64;
 mod http;
 mod license;
 mod proxy;

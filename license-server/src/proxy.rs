@@ -4,7 +4,9 @@
 //! name and never connects anywhere else: other targets get 502.
 //!
 //! It records every `CONNECT` it receives (target and `Proxy-Authorization`), and can demand
-//! credentials (407 without the right ones).
+//! credentials (407 without the right ones). Started with [`ConnectProxy::start_tls`], clients
+//! speak TLS to the proxy itself (an `https://` proxy), through the same relay as the license
+//! server's TLS listener.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -12,6 +14,8 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+use crate::tls::TlsFront;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -32,6 +36,8 @@ pub struct ConnectProxy {
     port: u16,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    /// The TLS listener clients use instead of the plain one, when started with TLS.
+    tls: Option<TlsFront>,
 }
 
 #[derive(Default)]
@@ -87,16 +93,32 @@ impl ConnectProxy {
             port,
             shared,
             acceptor: Some(acceptor),
+            tls: None,
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
+    /// Like [`ConnectProxy::start`], but clients speak TLS to the proxy with `cert_pem` (a PEM
+    /// chain, leaf first) and `key_pem`, and send `CONNECT` inside that TLS.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> io::Result<ConnectProxy> {
+        let mut proxy = ConnectProxy::start()?;
+        proxy.tls = Some(TlsFront::start(cert_pem, key_pem, proxy.port)?);
+        Ok(proxy)
     }
 
-    /// `http://127.0.0.1:PORT`, to put in a proxy variable.
+    /// The port clients connect to, on `127.0.0.1` (the TLS one when started with TLS).
+    pub fn port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.port, TlsFront::port)
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` when started with TLS), to put in a proxy variable.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port())
+    }
+
+    /// TLS handshakes with the proxy completed so far (0 without TLS).
+    pub fn tls_handshakes(&self) -> usize {
+        self.tls.as_ref().map_or(0, TlsFront::handshakes)
     }
 
     /// Tunnels `CONNECT host:<any port>` to `127.0.0.1:port`.
@@ -139,28 +161,10 @@ impl Drop for ConnectProxy {
 
 /// The `Proxy-Authorization` value for `user` and `password`: `Basic base64(user:password)`.
 pub fn basic_credentials(user: &str, password: &str) -> String {
-    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    format!(
+        "Basic {}",
+        crate::base64::encode(format!("{user}:{password}").as_bytes())
+    )
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {

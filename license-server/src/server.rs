@@ -185,6 +185,8 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when the server stops, to wake handlers waiting out a fault.
     stopped: Condvar,
+    /// Signalled whenever a request is recorded, for [`LicenseServer::wait_for_requests`].
+    recorded: Condvar,
 }
 
 #[derive(Default)]
@@ -248,6 +250,7 @@ impl LicenseServer {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             stopped: Condvar::new(),
+            recorded: Condvar::new(),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -337,6 +340,25 @@ impl LicenseServer {
     /// How many requests were received so far.
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests.len()
+    }
+
+    /// Blocks until at least `n` requests have been received (counting from the last
+    /// [`LicenseServer::clear_requests`]) or `timeout` has passed; true if they were. No polling:
+    /// the server wakes the caller as it records each request.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while state.requests.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = match self.shared.recorded.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
     }
 
     /// Forgets the requests received so far.
@@ -447,18 +469,16 @@ impl Connection {
             });
             (state.faults.pop_front(), state.log_requests)
         };
+        self.shared.recorded.notify_all();
 
         if fault == Some(Fault::ResetAfterRequest) {
             if log {
                 log_request(&request, json.as_ref(), "reset (fault)");
             }
-            // The request's last byte is still unread: closing the last handle on the socket
-            // makes the kernel answer with RST instead of FIN.
+            // The registered handle must be gone first, or closing ours would not close the
+            // socket.
             drop(self);
-            drop(stream);
-            return;
-        }
-        if http::consume_last_byte(&mut stream).is_err() {
+            http::reset(stream);
             return;
         }
 
@@ -1178,6 +1198,25 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
         assert_eq!(server.request_count(), 1);
         assert_eq!(request(&server, TOKEN).status, Some(200));
+    }
+
+    #[test]
+    fn wait_for_requests_wakes_when_the_nth_request_is_recorded() {
+        let server = server();
+        assert!(!server.wait_for_requests(1, Duration::from_millis(50)));
+        assert!(server.wait_for_requests(0, Duration::ZERO));
+
+        let started = Instant::now();
+        let waited = thread::scope(|scope| {
+            let waiter = scope.spawn(|| server.wait_for_requests(2, Duration::from_secs(10)));
+            request(&server, TOKEN);
+            thread::sleep(Duration::from_millis(100));
+            request(&server, TOKEN);
+            waiter.join().unwrap()
+        });
+        assert!(waited);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(server.request_count(), 2);
     }
 
     #[test]

@@ -7,12 +7,13 @@
 //! one, the inner FIN becomes `close_notify` and FIN. The faults of the handshake itself are
 //! [`TlsFault`]s, queued here.
 //!
+//! The same relay puts TLS in front of the `CONNECT` proxy, making it an `https://` proxy.
+//!
 //! [`Fault`]: crate::Fault
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use crate::http::reset;
 
 /// How long the relay waits on one side before looking at the other.
 // LIMITATION: polling, not poll(2): rustls may hold decrypted bytes the socket no longer shows,
@@ -294,26 +297,6 @@ fn is_timeout(error: &io::Error) -> bool {
         error.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
-}
-
-/// Closes with RST: `SO_LINGER` with a zero timeout discards what is unsent and resets.
-fn reset(stream: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `stream` owns a valid socket descriptor for the whole call, and the option value
-    // points to a live `linger` of exactly the length given.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(stream);
 }
 
 /// Closes with FIN, reading what the client still sends for a moment, so that unread data does

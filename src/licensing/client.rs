@@ -18,8 +18,7 @@ use ureq::http::Uri;
 use ureq::tls::TlsConfig;
 
 use self::progress::{Progress, Recorder};
-use self::proxy::ChosenProxy;
-pub use self::proxy::{bypasses_proxy, is_loopback};
+use self::proxy::{ChosenProxy, is_loopback};
 use super::credential::{Credential, Secret};
 use crate::config::{NetworkLimits, Settings, redact_url_password, redact_urls_in_text};
 
@@ -46,7 +45,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn parse(code: &str) -> Option<ErrorCode> {
+    fn parse(code: &str) -> Option<ErrorCode> {
         Some(match code {
             "licensing.credentials.invalid" => ErrorCode::CredentialsInvalid,
             "licensing.credentials.format" => ErrorCode::CredentialsFormat,
@@ -117,7 +116,8 @@ pub enum RequestError {
     },
     /// An answer that is no license and no licensing error.
     Broken(String),
-    /// Retryable failures that used up the attempts or the time of the activation.
+    /// Retryable failures that used up the attempts of the call or the time of the activation,
+    /// or whose next attempt would not fit in the time left.
     Exhausted(String),
 }
 
@@ -145,7 +145,7 @@ impl fmt::Display for RequestError {
             } => {
                 write!(f, "the licensing server at {url} is busy (HTTP {status}")?;
                 if let Some(wait) = retry_after {
-                    write!(f, ", Retry-After {:.1} s", wait.as_secs_f64())?;
+                    write!(f, ", Retry-After {}", wait_text(*wait))?;
                 }
                 f.write_str(")")
             }
@@ -178,8 +178,8 @@ pub struct Machine {
     pub ci: bool,
 }
 
-/// A client ready to talk to the configured endpoint, built once per activation: it holds the
-/// activation's time and attempt budget across its calls.
+/// A client ready to talk to the configured endpoint, built once per activation: its calls share
+/// the activation's time budget; each call has its own attempts (`LSINIT_MAX_ATTEMPTS`).
 pub struct Client {
     /// `API_ENDPOINT` as configured, used for requests.
     base_url: String,
@@ -196,7 +196,6 @@ pub struct Client {
     /// `LOG_LICENSE_ISSUES`: off turns the retry warnings into debug lines.
     log_issues: bool,
     deadline: Instant,
-    attempts: u32,
 }
 
 /// One call's fixed parts, shared by its attempts.
@@ -208,10 +207,30 @@ struct Attempt<'a> {
     secret: &'a Secret,
 }
 
+/// The limit that ended an attempt which timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// `LSINIT_CONNECT_TIMEOUT`: name lookup and connection setup, TLS included.
+    Connect,
+    /// `LSINIT_REQUEST_TIMEOUT`: the whole attempt.
+    Request,
+    /// What was left of `LSINIT_ACTIVATION_TIMEOUT`, when that was less than the request timeout.
+    Budget,
+}
+
 impl Client {
     /// Checks the endpoint, proxy and CA settings; starts the activation budget.
     pub fn new(settings: &Settings) -> Result<Client, RequestError> {
         let endpoint = settings.api_endpoint.expose().to_string();
+        if endpoint.contains(['?', '#']) {
+            // Checked before anything prints the URL: a token may be in the query.
+            return Err(RequestError::Settings(format!(
+                "API_ENDPOINT {}… has a query or fragment (from ? or #, not shown here), which \
+                 cannot go in front of the API paths; give only the base URL, such as {}",
+                without_query(&endpoint),
+                crate::config::DEFAULT_API_ENDPOINT
+            )));
+        }
         let shown = redact_url_password(&endpoint);
         let not_a_url = |why: &str| {
             RequestError::Settings(format!(
@@ -235,7 +254,16 @@ impl Client {
             }
             _ => return Err(not_a_url("is not an http(s) URL")),
         };
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let port = match explicit_port(authority) {
+            Ok(port) => port.unwrap_or(if https { 443 } else { 80 }),
+            Err(port) => {
+                return Err(RequestError::Settings(format!(
+                    "API_ENDPOINT {shown} has the port {port:?}, which is no TCP port (1 to \
+                     65535); correct it, or leave it out for the scheme's default"
+                )));
+            }
+        };
 
         let proxy = proxy::choose(settings, &host)?;
         let bypassed = match (&settings.proxy, &proxy) {
@@ -254,7 +282,6 @@ impl Client {
             limits: settings.limits.clone(),
             log_issues: settings.log_license_issues,
             deadline: Instant::now() + settings.limits.activation_timeout,
-            attempts: 0,
         })
     }
 
@@ -264,7 +291,8 @@ impl Client {
     }
 
     /// Sends one call, retrying only what provably never reached the server and what the server
-    /// asked to retry, within the attempt and time budget of the whole activation.
+    /// asked to retry, with this call's attempts (`LSINIT_MAX_ATTEMPTS`) inside the time budget
+    /// the activation's calls share.
     pub fn call(
         &mut self,
         call: Call<'_>,
@@ -278,17 +306,18 @@ impl Client {
             body: request_body(call, credential, version, machine),
             secret: &credential.secret,
         };
-        let budget = self.limits.activation_timeout.as_secs_f64();
+        let budget = seconds(self.limits.activation_timeout);
+        let mut attempts = 0;
         loop {
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(RequestError::Exhausted(format!(
-                    "the activation budget of {budget:.1} s (LSINIT_ACTIVATION_TIMEOUT) ran out \
-                     before {} could be sent",
+                    "the activation budget of {budget} (LSINIT_ACTIVATION_TIMEOUT) ran out \
+                     before {} could be sent; raise LSINIT_ACTIVATION_TIMEOUT",
                     attempt.shown
                 )));
             }
-            self.attempts += 1;
+            attempts += 1;
             let error = match self.send_once(&attempt, remaining) {
                 Ok(document) => return Ok(document),
                 Err(error) => error,
@@ -296,30 +325,35 @@ impl Client {
             if !error.retryable() {
                 return Err(error);
             }
-            if self.attempts >= self.limits.max_attempts {
-                return Err(RequestError::Exhausted(if self.attempts == 1 {
-                    format!("{error} (not retried: LSINIT_MAX_ATTEMPTS is 1)")
-                } else {
-                    format!(
-                        "{error} (gave up after {} attempts, LSINIT_MAX_ATTEMPTS)",
-                        self.attempts
-                    )
-                }));
+            if attempts >= self.limits.max_attempts {
+                return Err(RequestError::Exhausted(gave_up(&error, attempts)));
             }
 
-            let delay = match &error {
-                RequestError::Refused {
-                    retry_after: Some(wait),
-                    ..
-                } => *wait,
-                _ => backoff(self.attempts),
+            let retry_after = match &error {
+                RequestError::Refused { retry_after, .. } => *retry_after,
+                _ => None,
             };
+            let delay = retry_delay(retry_after, attempts);
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if delay >= remaining {
                 return Err(RequestError::Exhausted(format!(
-                    "{error}; the next attempt would be in {:.1} s, after the activation budget \
-                     of {budget:.1} s (LSINIT_ACTIVATION_TIMEOUT) runs out; try again later",
-                    delay.as_secs_f64(),
+                    "{error}; the next attempt would be in {}, after the activation budget of \
+                     {budget} (LSINIT_ACTIVATION_TIMEOUT) runs out; try again later",
+                    wait_text(delay),
+                )));
+            }
+            // A retry that the budget would cut short could be cut after sending, and then
+            // count as maybe processed (and charged) instead of bringing a license.
+            let left = remaining - delay;
+            if left < self.limits.request_timeout {
+                return Err(RequestError::Exhausted(format!(
+                    "{error}; the activation budget of {budget} (LSINIT_ACTIVATION_TIMEOUT) is \
+                     too short for another attempt: {} would be left after waiting {}, less than \
+                     the {} an attempt may take (LSINIT_REQUEST_TIMEOUT); raise \
+                     LSINIT_ACTIVATION_TIMEOUT, or try again later",
+                    wait_text(left),
+                    wait_text(delay),
+                    seconds(self.limits.request_timeout),
                 )));
             }
             let level = if self.log_issues {
@@ -329,10 +363,10 @@ impl Client {
             };
             log::log!(
                 level,
-                "attempt {}/{} in {:.1} s: {error}",
-                self.attempts + 1,
+                "attempt {}/{} in {}: {error}",
+                attempts + 1,
                 self.limits.max_attempts,
-                delay.as_secs_f64()
+                wait_text(delay)
             );
             std::thread::sleep(delay);
         }
@@ -377,7 +411,7 @@ impl Client {
         &self,
         mut response: ureq::http::Response<ureq::Body>,
         attempt: &Attempt<'_>,
-        timeout: Duration,
+        per_request: Duration,
     ) -> Result<Value, RequestError> {
         let url = &attempt.shown;
         let status = response.status().as_u16();
@@ -421,7 +455,7 @@ impl Client {
                 ureq::Error::Timeout(_) => RequestError::MaybeProcessed(format!(
                     "{url} answered HTTP {status}, but the rest of the answer did not arrive \
                      within {}; {NOT_REPEATED}",
-                    self.describe_timeout(timeout)
+                    self.timer_text(self.timer(&e, per_request), per_request)
                 )),
                 other => RequestError::MaybeProcessed(format!(
                     "{url} answered HTTP {status}, but the answer was cut short ({}); \
@@ -468,19 +502,28 @@ impl Client {
         error: ureq::Error,
         progress: &Progress,
         attempt: &Attempt<'_>,
-        timeout: Duration,
+        per_request: Duration,
     ) -> RequestError {
         use ureq::Error as E;
         let url = &attempt.shown;
         let host = &self.host;
-        let reason = short_reason(&error);
+        let timer = self.timer(&error, per_request);
+        let reason = match timer {
+            Some(timer) => {
+                let (limit, variable) = self.timer_limit(Some(timer), per_request);
+                format!("timed out after {limit}, {variable}")
+            }
+            None => short_reason(&error),
+        };
         if matches!(error, E::InvalidProxyUrl) {
-            let shown = self
+            let (shown, variable) = self
                 .proxy
                 .as_ref()
-                .map_or("the proxy", |p| p.shown.as_str());
+                .map_or(("the proxy", "https_proxy"), |p| {
+                    (p.shown.as_str(), p.variable)
+                });
             return RequestError::Settings(format!(
-                "{shown} is not a proxy URL; give it as http://host:port"
+                "{shown} is not a proxy URL; give {variable} as http://host:port"
             ));
         }
 
@@ -489,7 +532,7 @@ impl Client {
                 E::Timeout(_) => RequestError::MaybeProcessed(format!(
                     "the request was sent to {url}, but no answer came within {}; \
                      {NOT_REPEATED}",
-                    self.describe_timeout(timeout)
+                    self.timer_text(timer, per_request)
                 )),
                 E::Protocol(_) | E::LargeResponseHeader(..) => RequestError::Broken(format!(
                     "{url} answered with something that is not HTTP ({reason}); check \
@@ -503,10 +546,19 @@ impl Client {
         }
 
         // Provably not sent from here on.
+        if timer == Some(Timer::Budget) {
+            return RequestError::Exhausted(format!(
+                "the activation budget of {} (LSINIT_ACTIVATION_TIMEOUT) ran out {} for {url}, \
+                 before the request was sent; raise LSINIT_ACTIVATION_TIMEOUT, or check the \
+                 network",
+                seconds(self.limits.activation_timeout),
+                self.phase(progress)
+            ));
+        }
         if let Some(dns) = &progress.dns_failed {
             return RequestError::NotSent(match &self.proxy {
                 Some(proxy) if dns.of_proxy => format!(
-                    "DNS lookup of the proxy host {} failed ({reason}); check {}",
+                    "DNS lookup of the proxy host {} failed ({reason}) for {url}; check {}",
                     dns.host, proxy.shown
                 ),
                 _ => format!(
@@ -521,6 +573,10 @@ impl Client {
         }
         if let Some(proxy) = &self.proxy {
             if let E::ConnectProxyFailed(answer) = &error {
+                // LIMITATION: ureq reports a refused `CONNECT` only as text ("proxy server
+                // responded 407/…"), so the status is read from that text. ureq is pinned to
+                // ~3.5.2 (Cargo.toml) for its unversioned transport API; an upgrade must re-check
+                // this text too, which the proxy 407 tests in tests/it/network.rs do.
                 if answer.contains(" 407") {
                     return RequestError::Broken(self.proxy_wants_credentials(url));
                 }
@@ -531,10 +587,26 @@ impl Client {
                     sanitise(answer)
                 ));
             }
-            if !progress.proxy_connected {
+            if !progress.proxy_reached {
                 return RequestError::NotSent(format!(
                     "cannot connect to the proxy {} ({reason}) for {url}; check {}",
                     proxy.shown, proxy.variable
+                ));
+            }
+            if !progress.proxy_connected {
+                let peer = format!("the proxy {}", proxy.shown);
+                if let Some(tls) = rustls_error(&error) {
+                    return RequestError::NotSent(describe_tls_error(
+                        tls,
+                        &peer,
+                        proxy.variable,
+                        url,
+                    ));
+                }
+                return RequestError::NotSent(format!(
+                    "the TLS handshake with {peer} failed ({reason}) for {url}; check that the \
+                     proxy speaks TLS, or give {} as http:// if it does not",
+                    proxy.variable
                 ));
             }
             if !progress.connected {
@@ -545,21 +617,21 @@ impl Client {
                 ));
             }
         } else if !progress.connected {
-            let bypass;
-            let fix = match self.bypassed {
-                Some(variable) => {
-                    bypass = format!(
-                        "check API_ENDPOINT and the network; no_proxy makes lsinit connect                          directly, not through {variable}"
-                    );
-                    &bypass
-                }
-                None => "check API_ENDPOINT and the network, or set a proxy with https_proxy",
+            let mut fix = match self.bypassed {
+                Some(variable) => format!(
+                    "check API_ENDPOINT and the network; no_proxy makes lsinit connect \
+                     directly, not through {variable}"
+                ),
+                None => "check API_ENDPOINT and the network, or set a proxy with https_proxy"
+                    .to_string(),
             };
+            if timer == Some(Timer::Connect) {
+                fix.push_str(", or raise LSINIT_CONNECT_TIMEOUT for a slow network");
+            }
             return RequestError::NotSent(match &error {
                 E::Timeout(_) => format!(
-                    "connecting to {host} timed out after {:.1} s (LSINIT_CONNECT_TIMEOUT) for \
-                     {url}; {fix}",
-                    self.limits.connect_timeout.min(timeout).as_secs_f64()
+                    "connecting to {host} timed out after {} for {url}; {fix}",
+                    self.timer_text(timer, per_request)
                 ),
                 E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
                     "connection refused by {host} for {url}: nothing listens there; check \
@@ -570,7 +642,7 @@ impl Client {
         }
         if self.https && !progress.secured {
             if let Some(tls) = rustls_error(&error) {
-                return RequestError::NotSent(describe_tls_error(tls, host, url));
+                return RequestError::NotSent(describe_tls_error(tls, host, "API_ENDPOINT", url));
             }
             return RequestError::NotSent(format!(
                 "the TLS handshake with {host} failed ({reason}) for {url}; a firewall or proxy \
@@ -578,34 +650,133 @@ impl Client {
             ));
         }
         RequestError::NotSent(format!(
-            "the request to {url} failed before it was sent ({reason})"
+            "the request to {url} failed before it was sent ({reason}); check API_ENDPOINT and \
+             the network"
         ))
     }
 
-    /// `1.0 s (LSINIT_REQUEST_TIMEOUT)`, or the rest of the activation budget when that was
-    /// shorter.
-    fn describe_timeout(&self, timeout: Duration) -> String {
-        let variable = if timeout < self.limits.request_timeout {
-            "what was left of LSINIT_ACTIVATION_TIMEOUT"
-        } else {
-            "LSINIT_REQUEST_TIMEOUT"
+    /// Where an attempt that was not sent stopped, for a message: "while connecting to h:443".
+    fn phase(&self, progress: &Progress) -> String {
+        let host = &self.host;
+        match &self.proxy {
+            Some(proxy) if !progress.proxy_reached => {
+                format!("while connecting to the proxy {}", proxy.shown)
+            }
+            Some(proxy) if !progress.proxy_connected => {
+                format!("during the TLS handshake with the proxy {}", proxy.shown)
+            }
+            Some(proxy) if !progress.connected => {
+                format!("while the proxy {} opened a tunnel to {host}", proxy.shown)
+            }
+            None if !progress.connected => format!("while connecting to {host}"),
+            _ if self.https && !progress.secured => {
+                format!("during the TLS handshake with {host}")
+            }
+            _ => "just before sending".to_string(),
+        }
+    }
+
+    /// Which limit ended an attempt that timed out (`None`: not a timeout of lsinit's). ureq
+    /// names the timer that fired, but the connect timer is capped by the attempt's and may
+    /// be named when the attempt's fired, so the tighter of the configured limits decides.
+    fn timer(&self, error: &ureq::Error, per_request: Duration) -> Option<Timer> {
+        let ureq::Error::Timeout(fired) = error else {
+            return None;
         };
-        format!("{:.1} s ({variable})", timeout.as_secs_f64())
+        let connect_is_tighter = self.limits.connect_timeout < per_request;
+        Some(match fired {
+            ureq::Timeout::Resolve | ureq::Timeout::Connect if connect_is_tighter => Timer::Connect,
+            _ if per_request < self.limits.request_timeout => Timer::Budget,
+            _ => Timer::Request,
+        })
+    }
+
+    /// `5.0 s (LSINIT_CONNECT_TIMEOUT)`, `1.0 s (LSINIT_REQUEST_TIMEOUT)`, or
+    /// `0.4 s (what was left of LSINIT_ACTIVATION_TIMEOUT)`.
+    fn timer_text(&self, timer: Option<Timer>, per_request: Duration) -> String {
+        let (limit, variable) = self.timer_limit(timer, per_request);
+        format!("{limit} ({variable})")
+    }
+
+    /// The limit a timer had and where it comes from.
+    fn timer_limit(&self, timer: Option<Timer>, per_request: Duration) -> (String, &'static str) {
+        let (limit, variable) = match timer {
+            Some(Timer::Connect) => (self.limits.connect_timeout, "LSINIT_CONNECT_TIMEOUT"),
+            Some(Timer::Budget) => (per_request, "what was left of LSINIT_ACTIVATION_TIMEOUT"),
+            Some(Timer::Request) | None => (self.limits.request_timeout, "LSINIT_REQUEST_TIMEOUT"),
+        };
+        (seconds(limit), variable)
     }
 
     fn proxy_wants_credentials(&self, url: &str) -> String {
-        let (shown, variable) = match &self.proxy {
-            Some(proxy) => (proxy.shown.as_str(), proxy.variable),
-            None => (
-                "a proxy between this container and the server",
-                "https_proxy",
+        match &self.proxy {
+            Some(proxy) if proxy.has_credentials => format!(
+                "the proxy {} refused the credentials in its URL (HTTP 407) for {url}; check \
+                 the user name and password in {} (percent-encode @ : / ? # % in them)",
+                proxy.shown, proxy.variable
             ),
-        };
-        format!(
-            "{shown} wants credentials (HTTP 407) for {url}; put them in the proxy URL, e.g. \
-             {variable}=http://user:password@proxy:3128"
-        )
+            Some(proxy) => format!(
+                "the proxy {} wants credentials (HTTP 407) for {url}; put them in the proxy \
+                 URL, e.g. {}=http://user:password@proxy:3128",
+                proxy.shown, proxy.variable
+            ),
+            None => format!(
+                "a proxy between this container and the server wants credentials (HTTP 407) \
+                 for {url}; set the proxy with them, e.g. \
+                 https_proxy=http://user:password@proxy:3128"
+            ),
+        }
     }
+}
+
+/// The reason for giving up a retryable failure after `attempts` attempts of one call.
+fn gave_up(error: &RequestError, attempts: u32) -> String {
+    let tried = if attempts == 1 {
+        "not retried: LSINIT_MAX_ATTEMPTS is 1".to_string()
+    } else {
+        format!("gave up after {attempts} attempts, LSINIT_MAX_ATTEMPTS")
+    };
+    match error {
+        // The only failure whose text has no fix of its own.
+        RequestError::Refused { .. } => {
+            format!("{error} ({tried}); try again later, or raise LSINIT_MAX_ATTEMPTS")
+        }
+        _ => format!("{error} ({tried})"),
+    }
+}
+
+/// The port written in a URL's authority (`user:pw@host:port`, `[::1]:port`), if any. `Err`
+/// holds the text when it is no TCP port (1 to 65535): ureq would silently use the scheme's
+/// default port instead, and send the credential there.
+fn explicit_port(authority: &str) -> Result<Option<u16>, String> {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .and_then(|(_, rest)| rest.strip_prefix(':')),
+        None => host_port.rsplit_once(':').map(|(_, port)| port),
+    };
+    match port {
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(port)),
+            _ => Err(sanitise(&text.chars().take(24).collect::<String>())),
+        },
+    }
+}
+
+/// A URL with a query or fragment, cut before them and with any password masked. When an `@`
+/// follows the cut, the `?` or `#` may have been inside a password: then only the scheme is
+/// kept.
+fn without_query(url: &str) -> String {
+    let (base, rest) = url.split_at(url.find(['?', '#']).unwrap_or(url.len()));
+    if rest.contains('@') {
+        let scheme = base.split_once("://").map_or("", |(scheme, _)| scheme);
+        return sanitise(&format!("{scheme}://"));
+    }
+    sanitise(&redact_url_password(base))
 }
 
 fn request_body(
@@ -655,7 +826,9 @@ fn rustls_error(error: &ureq::Error) -> Option<&rustls::Error> {
     }
 }
 
-fn describe_tls_error(error: &rustls::Error, host: &str, url: &str) -> String {
+/// A failed TLS handshake with `peer` (`host:port`, or "the proxy …"), whose address is set
+/// in `setting` (`API_ENDPOINT` or the proxy variable).
+fn describe_tls_error(error: &rustls::Error, peer: &str, setting: &str, url: &str) -> String {
     use rustls::{CertificateError as C, Error as R};
     let why = match error {
         R::InvalidCertificate(C::UnknownIssuer) => "its certificate is signed by an unknown CA \
@@ -663,19 +836,22 @@ fn describe_tls_error(error: &rustls::Error, host: &str, url: &str) -> String {
             REQUESTS_CA_BUNDLE=/path/to/ca.pem"
             .to_string(),
         R::InvalidCertificate(C::NotValidForNameContext { presented, .. }) => format!(
-            "its certificate is for {} and not for that name; check the host in API_ENDPOINT",
+            "its certificate is for {} and not for that name; check the host in {setting}",
             sanitise(&presented.join(", "))
         ),
-        R::InvalidCertificate(C::NotValidForName) => "its certificate is not for that name; \
-            check the host in API_ENDPOINT"
-            .to_string(),
+        R::InvalidCertificate(C::NotValidForName) => {
+            format!("its certificate is not for that name; check the host in {setting}")
+        }
         R::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "its certificate has \
             expired, or this container's clock is wrong; check the clock"
             .to_string(),
         R::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "its \
             certificate is not valid yet, or this container's clock is wrong; check the clock"
             .to_string(),
-        R::InvalidCertificate(C::Revoked) => "its certificate has been revoked".to_string(),
+        R::InvalidCertificate(C::Revoked) => format!(
+            "its certificate has been revoked; check that {setting} names the right server, \
+             and that no proxy or firewall in between presents an old certificate"
+        ),
         R::InvalidCertificate(other) => format!(
             "its certificate was refused ({}); a proxy that inspects TLS needs its CA added \
              with REQUESTS_CA_BUNDLE",
@@ -683,13 +859,13 @@ fn describe_tls_error(error: &rustls::Error, host: &str, url: &str) -> String {
         ),
         other => {
             return format!(
-                "the TLS handshake with {host} failed for {url} ({}); a firewall or proxy may be \
-                 interfering with TLS to it",
+                "the TLS handshake with {peer} failed for {url} ({}); a firewall or proxy may \
+                 be interfering with TLS to it",
                 sanitise(&other.to_string())
             );
         }
     };
-    format!("TLS verification of {host} failed for {url}: {why}")
+    format!("TLS verification of {peer} failed for {url}: {why}")
 }
 
 /// A short description of a transport failure, without addresses' credentials.
@@ -714,17 +890,47 @@ fn short_reason(error: &ureq::Error) -> String {
 }
 
 /// A short, printable excerpt of a response body; the credential, should a server echo it, is
-/// masked.
+/// masked. A JSON body is excerpted from its decoded strings, so that an escaped echo
+/// (`ls\u002d…`) is masked as well.
 fn excerpt(bytes: &[u8], secret: &Secret) -> String {
+    if let Ok(mut json) = serde_json::from_slice::<Value>(bytes) {
+        mask_in_json(&mut json, secret);
+        let text = json.to_string();
+        return shorten(&scrub(&text, secret), false);
+    }
     // Look at enough to see a credential that starts within the excerpt whole.
     let window = EXCERPT_CHARS * 4 + secret.expose().len();
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(window)]);
-    let cleaned = scrub(&text, secret);
-    let short: String = cleaned.chars().take(EXCERPT_CHARS).collect();
-    if short.len() < cleaned.len() || bytes.len() > window {
+    shorten(&scrub(&text, secret), bytes.len() > window)
+}
+
+/// The first [`EXCERPT_CHARS`] of `text`, quoted, with `…` when anything was left out.
+fn shorten(text: &str, cut: bool) -> String {
+    let short: String = text.chars().take(EXCERPT_CHARS).collect();
+    if cut || short.len() < text.len() {
         format!("{short:?}…")
     } else {
         format!("{short:?}")
+    }
+}
+
+/// Masks the credential in every string and key of a JSON value.
+fn mask_in_json(value: &mut Value, secret: &Secret) {
+    let raw = secret.expose();
+    if raw.is_empty() {
+        return;
+    }
+    match value {
+        Value::String(text) if text.contains(raw) => *text = text.replace(raw, &secret.masked()),
+        Value::Array(items) => items.iter_mut().for_each(|item| mask_in_json(item, secret)),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                mask_in_json(&mut item, secret);
+                map.insert(key.replace(raw, &secret.masked()), item);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -749,11 +955,31 @@ fn sanitise(text: &str) -> String {
     redact_urls_in_text(&printable)
 }
 
-/// `Retry-After` as seconds or an HTTP date (IMF-fixdate, RFC 2822 style).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+/// A duration for messages: `1.5 s`, and the exact value when shorter than 0.1 s (`1ns`), so
+/// that a tiny setting does not print as `0.0 s`.
+fn seconds(duration: Duration) -> String {
+    if !duration.is_zero() && duration < Duration::from_millis(100) {
+        format!("{duration:?}")
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+/// A wait for messages and logs: `1.3 s`.
+fn wait_text(wait: Duration) -> String {
+    format!("{:.1} s", wait.as_secs_f64())
+}
+
+/// `Retry-After` as decimal seconds (`2`, `1.5`) or an HTTP date (IMF-fixdate, RFC 2822 style).
+/// Anything else (a negative number, garbage) is `None`, as if there were no header.
+fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    let decimal = value.starts_with(|c: char| c.is_ascii_digit())
+        && value.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if decimal {
+        let seconds: f64 = value.parse().ok()?;
+        // Too large for a `Duration`: as good as never.
+        return Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
     let format = time::format_description::well_known::Rfc2822;
     let at = time::OffsetDateTime::parse(value, &format).ok()?;
@@ -764,8 +990,14 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
+/// The wait before the attempt after `attempt`: the backoff, or longer if the server asked.
+/// A server's `Retry-After: 0` does not switch the backoff off.
+fn retry_delay(retry_after: Option<Duration>, attempt: u32) -> Duration {
+    backoff(attempt).max(retry_after.unwrap_or_default())
+}
+
 /// Full jitter: uniform in [0, min(cap, base·2^(attempt-1))].
-pub fn backoff(attempt: u32) -> Duration {
+fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(16));
     ceiling.min(BACKOFF_CAP).mul_f64(fastrand::f64())
 }
@@ -819,6 +1051,36 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_takes_decimal_seconds_and_ignores_garbage() {
+        assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("2."), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("1e30"), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999999"),
+            Some(Duration::MAX)
+        );
+        for garbage in ["-0.5", "+5", "1.2.3", ".5", "inf", "NaN", "", "5 s", "0x10"] {
+            assert_eq!(parse_retry_after(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_zero_does_not_switch_the_backoff_off() {
+        // The fifth wait is uniform in [0, 8 s]: 200 of them average about 4 s.
+        let total: Duration = (0..200).map(|_| retry_delay(Some(Duration::ZERO), 5)).sum();
+        assert!(total > Duration::from_secs(400), "{total:?}");
+        // A longer Retry-After wins over the backoff.
+        for _ in 0..50 {
+            assert_eq!(
+                retry_delay(Some(Duration::from_secs(3)), 1),
+                Duration::from_secs(3)
+            );
+            assert!(retry_delay(Some(Duration::from_millis(100)), 3) >= Duration::from_millis(100));
+        }
+    }
+
+    #[test]
     fn backoff_stays_under_its_ceiling() {
         for attempt in 1..40 {
             let ceiling = (BACKOFF_BASE * 2u32.pow(attempt.min(10) - 1)).min(BACKOFF_CAP);
@@ -850,11 +1112,117 @@ mod tests {
         assert!(!text.contains("ls-Wxyz0123-4567"), "{text}");
     }
 
-    fn client(vars: &[(&str, &str)]) -> Client {
+    #[test]
+    fn a_json_escaped_echo_of_the_credential_is_masked() {
+        let secret = Secret::from_env_value(
+            CredentialKind::AuthToken,
+            "ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e".as_ref(),
+        )
+        .unwrap();
+        let body = br#"{"error": "bad token ls\u002dWxyz0123\u002d4567-89ab-cdef-ghijklmnf90e",
+                        "ls-Wxyz0123-4567-89ab-cdef-ghijklmnf90e": ["\u006cs-Wxyz0123-4567-89ab-cdef-ghijklmnf90e"]}"#;
+        let text = excerpt(body, &secret);
+        assert!(
+            !text.contains("ghijklmn") && !text.contains("f90e"),
+            "{text}"
+        );
+        assert!(text.contains("bad token ls-Wxyz0123-****"), "{text}");
+    }
+
+    fn new_client(vars: &[(&str, &str)]) -> Result<Client, RequestError> {
         let env = crate::config::Environment::from_vars(
             vars.iter().map(|(k, v)| ((*k).into(), (*v).into())),
         );
-        Client::new(&Settings::from_environment(env).unwrap()).unwrap()
+        Client::new(&Settings::from_environment(env).unwrap())
+    }
+
+    fn client(vars: &[(&str, &str)]) -> Client {
+        new_client(vars).unwrap()
+    }
+
+    /// The settings failure `vars` make.
+    fn settings_error(vars: &[(&str, &str)]) -> String {
+        match new_client(vars) {
+            Err(RequestError::Settings(why)) => why,
+            Err(other) => panic!("not a settings failure: {other:?}"),
+            Ok(_) => panic!("accepted: {vars:?}"),
+        }
+    }
+
+    /// One line, no run of spaces (a string literal missing its `\`), no trailing period.
+    fn assert_tidy(text: &str) {
+        assert!(!text.contains("  "), "a run of spaces: {text:?}");
+        assert!(!text.contains('\n') && !text.ends_with('.'), "{text:?}");
+    }
+
+    #[test]
+    fn an_endpoint_with_a_query_or_fragment_is_a_settings_failure_that_hides_them() {
+        for endpoint in [
+            "https://licensing.test/v1?token=ls-query-secret",
+            "https://licensing.test/v1#ls-query-secret",
+            "https://licensing.test/v1?next=a@b&t=ls-query-secret",
+        ] {
+            let why = settings_error(&[("API_ENDPOINT", endpoint)]);
+            assert!(
+                why.starts_with("API_ENDPOINT https://")
+                    && why.contains("has a query or fragment")
+                    && why.contains("give only the base URL"),
+                "{why}"
+            );
+            assert!(!why.contains("query-secret"), "{why}");
+            assert_tidy(&why);
+        }
+        let why = settings_error(&[("API_ENDPOINT", "https://u:pw-secret@licensing.test/v1?x")]);
+        assert!(
+            why.contains("https://u:****@licensing.test/v1…") && !why.contains("pw-secret"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_port_over_65535_is_a_settings_failure_for_the_endpoint_and_the_proxy() {
+        for port in ["65616", "99999", "0", "+80", "8o"] {
+            let endpoint = format!("https://licensing.test:{port}/v1");
+            let why = settings_error(&[("API_ENDPOINT", &endpoint)]);
+            assert!(
+                why.contains(&format!("has the port \"{port}\", which is no TCP port")),
+                "{why}"
+            );
+            assert_tidy(&why);
+
+            let proxy = format!("http://user:pw-secret@127.0.0.1:{port}");
+            let why = settings_error(&[
+                ("API_ENDPOINT", "https://licensing.test/v1"),
+                ("https_proxy", &proxy),
+            ]);
+            assert!(
+                why.starts_with("https_proxy=http://user:****@127.0.0.1:")
+                    && why.contains("which is no TCP port")
+                    && !why.contains("pw-secret"),
+                "{why}"
+            );
+        }
+        assert_eq!(
+            client(&[("API_ENDPOINT", "https://licensing.test:8443/v1")]).host,
+            "licensing.test:8443"
+        );
+        assert_eq!(
+            client(&[("API_ENDPOINT", "http://[::1]:65535/v1")]).host,
+            "[::1]:65535"
+        );
+    }
+
+    #[test]
+    fn explicit_ports() {
+        assert_eq!(explicit_port("h"), Ok(None));
+        assert_eq!(explicit_port("h:"), Ok(None));
+        assert_eq!(explicit_port("h:1"), Ok(Some(1)));
+        assert_eq!(explicit_port("u:p@h:443"), Ok(Some(443)));
+        assert_eq!(explicit_port("u:p:x@h"), Ok(None));
+        assert_eq!(explicit_port("[::1]"), Ok(None));
+        assert_eq!(explicit_port("[::1]:8080"), Ok(Some(8080)));
+        assert_eq!(explicit_port("[::1]:80800"), Err("80800".to_string()));
+        assert_eq!(explicit_port("h:65536"), Err("65536".to_string()));
     }
 
     /// How `client` classifies `error` after the attempt got as far as `progress`.
@@ -867,7 +1235,7 @@ mod tests {
             body: String::new(),
             secret: &secret,
         };
-        client.classify(error, &progress, &attempt, Duration::from_secs(1))
+        client.classify(error, &progress, &attempt, client.limits.request_timeout)
     }
 
     fn io(kind: std::io::ErrorKind) -> ureq::Error {
@@ -947,6 +1315,11 @@ mod tests {
             ("API_ENDPOINT", "https://licensing.test/v1"),
             ("https_proxy", "http://user:pw-secret@127.0.0.1:3128"),
         ]);
+        let ready = Progress {
+            proxy_reached: true,
+            proxy_connected: true,
+            ..Progress::default()
+        };
         let cases = [
             (
                 io(std::io::ErrorKind::ConnectionRefused),
@@ -955,19 +1328,13 @@ mod tests {
             ),
             (
                 ureq::Error::ConnectProxyFailed("proxy server responded 502/502".into()),
-                Progress {
-                    proxy_connected: true,
-                    ..Progress::default()
-                },
+                ready.clone(),
                 "did not open a tunnel to licensing.test:443",
             ),
             (
                 ureq::Error::ConnectProxyFailed("proxy server responded 407/407".into()),
-                Progress {
-                    proxy_connected: true,
-                    ..Progress::default()
-                },
-                "wants credentials (HTTP 407)",
+                ready,
+                "refused the credentials in its URL (HTTP 407)",
             ),
         ];
         for (error, progress, expected) in cases {
@@ -975,6 +1342,7 @@ mod tests {
             let text = classified.to_string();
             assert!(text.contains(expected), "{text}");
             assert!(!text.contains("pw-secret"), "{text}");
+            assert_tidy(&text);
             assert_eq!(
                 classified.retryable(),
                 !expected.contains("407"),
@@ -984,11 +1352,254 @@ mod tests {
     }
 
     #[test]
+    fn a_407_without_credentials_in_the_proxy_url_asks_for_them() {
+        let proxied = client(&[
+            ("API_ENDPOINT", "https://licensing.test/v1"),
+            ("https_proxy", "http://127.0.0.1:3128"),
+        ]);
+        let error = ureq::Error::ConnectProxyFailed("proxy server responded 407/407".into());
+        let progress = Progress {
+            proxy_reached: true,
+            proxy_connected: true,
+            ..Progress::default()
+        };
+        let text = classified(&proxied, error, progress).to_string();
+        assert!(
+            text.contains("wants credentials (HTTP 407)")
+                && text.contains("https_proxy=http://user:password@proxy:3128"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_https_proxy_is_connected_only_once_its_tls_is_done() {
+        use std::io::ErrorKind::ConnectionReset;
+        let proxied = client(&[
+            ("API_ENDPOINT", "https://licensing.test/v1"),
+            ("https_proxy", "https://127.0.0.1:3129"),
+        ]);
+        let tcp_only = Progress {
+            proxy_reached: true,
+            ..Progress::default()
+        };
+        let reset = classified(&proxied, io(ConnectionReset), tcp_only.clone());
+        assert!(
+            matches!(&reset, RequestError::NotSent(m)
+                if m.contains("the TLS handshake with the proxy https_proxy=https://127.0.0.1:3129 \
+                               failed (connection reset)")
+                    && m.contains("give https_proxy as http://")),
+            "{reset:?}"
+        );
+        let unknown_ca = classified(
+            &proxied,
+            ureq::Error::Rustls(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+            tcp_only,
+        );
+        assert!(
+            matches!(&unknown_ca, RequestError::NotSent(m)
+                if m.starts_with("TLS verification of the proxy https_proxy=https://127.0.0.1:3129")
+                    && m.contains("REQUESTS_CA_BUNDLE")),
+            "{unknown_ca:?}"
+        );
+        let in_tunnel = classified(
+            &proxied,
+            io(ConnectionReset),
+            Progress {
+                proxy_reached: true,
+                proxy_connected: true,
+                ..Progress::default()
+            },
+        );
+        assert!(
+            matches!(&in_tunnel, RequestError::NotSent(m)
+                if m.contains("failed while opening a tunnel to licensing.test:443")),
+            "{in_tunnel:?}"
+        );
+    }
+
+    #[test]
+    fn timeouts_name_the_limit_that_ran_out() {
+        let tiny = client(&[
+            ("API_ENDPOINT", "https://licensing.test/v1"),
+            ("LSINIT_REQUEST_TIMEOUT", "0.001"),
+        ]);
+        // The connect timer is capped by the 1 ms attempt: the request timeout is the cause.
+        for fired in [ureq::Timeout::Connect, ureq::Timeout::Global] {
+            let text = classified(&tiny, ureq::Error::Timeout(fired), Progress::default());
+            let text = text.to_string();
+            assert!(
+                text.contains("timed out after 1ms (LSINIT_REQUEST_TIMEOUT)")
+                    && !text.contains("LSINIT_CONNECT_TIMEOUT"),
+                "{text}"
+            );
+        }
+
+        let direct = client(&[("API_ENDPOINT", "https://licensing.test/v1")]);
+        let attempt_of = |per_request, fired, progress| {
+            let secret =
+                Secret::from_env_value(CredentialKind::ApiKey, "some-api-key-value".as_ref())
+                    .unwrap();
+            let attempt = Attempt {
+                url: "https://licensing.test/v1/license/request".into(),
+                shown: "https://licensing.test/v1/license/request".into(),
+                body: String::new(),
+                secret: &secret,
+            };
+            direct.classify(
+                ureq::Error::Timeout(fired),
+                &progress,
+                &attempt,
+                per_request,
+            )
+        };
+        let connected = Progress {
+            connected: true,
+            ..Progress::default()
+        };
+        // 0.4 s were left of the budget when the attempt started.
+        let left = Duration::from_millis(400);
+        let ran_out = attempt_of(left, ureq::Timeout::Global, connected.clone());
+        assert!(
+            matches!(&ran_out, RequestError::Exhausted(m)
+                if m.starts_with("the activation budget of 30.0 s (LSINIT_ACTIVATION_TIMEOUT) \
+                                  ran out during the TLS handshake with licensing.test:443")
+                    && m.contains("before the request was sent")),
+            "{ran_out:?}"
+        );
+        let cut = attempt_of(
+            left,
+            ureq::Timeout::RecvResponse,
+            Progress {
+                secured: true,
+                sent: true,
+                ..connected
+            },
+        );
+        assert!(
+            matches!(&cut, RequestError::MaybeProcessed(m)
+                if m.contains("within 0.4 s (what was left of LSINIT_ACTIVATION_TIMEOUT)")),
+            "{cut:?}"
+        );
+        let slow_connect = attempt_of(
+            Duration::from_secs(10),
+            ureq::Timeout::Connect,
+            Progress::default(),
+        );
+        assert!(
+            matches!(&slow_connect, RequestError::NotSent(m)
+                if m.contains("timed out after 5.0 s (LSINIT_CONNECT_TIMEOUT)")
+                    && m.contains("raise LSINIT_CONNECT_TIMEOUT")),
+            "{slow_connect:?}"
+        );
+    }
+
+    #[test]
+    fn every_reason_is_one_tidy_line_with_the_endpoint() {
+        use std::io::ErrorKind as K;
+        let clients = [
+            client(&[("API_ENDPOINT", "https://licensing.test/v1")]),
+            client(&[
+                ("API_ENDPOINT", "https://licensing.test/v1"),
+                ("https_proxy", "http://127.0.0.1:3128"),
+                ("no_proxy", "licensing.test"),
+            ]),
+            client(&[
+                ("API_ENDPOINT", "https://licensing.test/v1"),
+                ("https_proxy", "https://u:p@127.0.0.1:3128"),
+            ]),
+            client(&[("API_ENDPOINT", "http://127.0.0.1:1/v1")]),
+        ];
+        let stages = [
+            Progress::default(),
+            Progress {
+                proxy_reached: true,
+                ..Progress::default()
+            },
+            Progress {
+                proxy_reached: true,
+                proxy_connected: true,
+                ..Progress::default()
+            },
+            Progress {
+                proxy_reached: true,
+                proxy_connected: true,
+                connected: true,
+                ..Progress::default()
+            },
+            Progress {
+                proxy_reached: true,
+                proxy_connected: true,
+                connected: true,
+                secured: true,
+                ..Progress::default()
+            },
+            Progress {
+                proxy_reached: true,
+                proxy_connected: true,
+                connected: true,
+                secured: true,
+                sent: true,
+                ..Progress::default()
+            },
+        ];
+        for client in &clients {
+            for progress in &stages {
+                let errors = [
+                    io(K::ConnectionRefused),
+                    io(K::ConnectionReset),
+                    io(K::UnexpectedEof),
+                    io(K::Other),
+                    ureq::Error::Timeout(ureq::Timeout::Connect),
+                    ureq::Error::Timeout(ureq::Timeout::Global),
+                    ureq::Error::HostNotFound,
+                    ureq::Error::ConnectProxyFailed("proxy server responded 502/502".into()),
+                    ureq::Error::Rustls(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::Revoked,
+                    )),
+                ];
+                for error in errors {
+                    let outcome = classified(client, error, progress.clone());
+                    let text = outcome.to_string();
+                    assert_tidy(&text);
+                    let named = text.contains("licensing.test") || text.contains("127.0.0.1:1");
+                    assert!(named, "no endpoint: {text}");
+                    // A fix follows the last `;`.
+                    assert!(text.contains("; "), "no fix: {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn giving_up_says_what_to_do() {
+        let busy = RequestError::Refused {
+            status: 429,
+            retry_after: None,
+            url: "https://licensing.test/v1/license/request".into(),
+        };
+        let text = gave_up(&busy, 5);
+        assert_eq!(
+            text,
+            "the licensing server at https://licensing.test/v1/license/request is busy \
+             (HTTP 429) (gave up after 5 attempts, LSINIT_MAX_ATTEMPTS); try again later, or \
+             raise LSINIT_MAX_ATTEMPTS"
+        );
+        let text = gave_up(&busy, 1);
+        assert!(
+            text.contains("not retried: LSINIT_MAX_ATTEMPTS is 1") && text.contains("try again"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn tls_errors_say_what_to_do() {
         use rustls::{CertificateError, Error};
         let unknown = describe_tls_error(
             &Error::InvalidCertificate(CertificateError::UnknownIssuer),
             "h:443",
+            "API_ENDPOINT",
             "https://h/v1/license/request",
         );
         assert!(
@@ -998,8 +1609,19 @@ mod tests {
         let expired = describe_tls_error(
             &Error::InvalidCertificate(CertificateError::Expired),
             "h:443",
+            "API_ENDPOINT",
             "https://h/v1",
         );
         assert!(expired.contains("clock"), "{expired}");
+        let revoked = describe_tls_error(
+            &Error::InvalidCertificate(CertificateError::Revoked),
+            "the proxy https_proxy=https://p:3129",
+            "https_proxy",
+            "https://h/v1",
+        );
+        assert!(
+            revoked.contains("has been revoked; check that https_proxy names the right server"),
+            "{revoked}"
+        );
     }
 }

@@ -174,6 +174,8 @@ fn reason(outcome: &Outcome) -> &str {
 }
 
 /// Asserts a failed check (exit 55) whose reason contains every one of `words`; returns it.
+/// Every reason is also checked for a run of spaces, the mark of a string literal whose line
+/// continuation `\` went missing.
 fn assert_failed<'a>(outcome: &'a Outcome, words: &[&str]) -> &'a str {
     assert_eq!(outcome.code(), Some(55), "{outcome:#?}");
     let reason = reason(outcome);
@@ -183,6 +185,10 @@ fn assert_failed<'a>(outcome: &'a Outcome, words: &[&str]) -> &'a str {
             "{word:?} not in the reason: {reason}"
         );
     }
+    assert!(
+        !reason.contains("  "),
+        "a run of spaces in the reason: {reason:?}"
+    );
     reason
 }
 
@@ -377,6 +383,70 @@ fn unreadable_or_empty_ca_bundle_is_a_licensing_failure_naming_the_variable() {
     assert_eq!(server.tls_connections(), 0);
 }
 
+#[test]
+fn a_ca_bundle_that_is_a_fifo_a_device_or_huge_fails_at_once_naming_the_variable() {
+    let pki = Pki::new(&["127.0.0.1"]);
+    let server = pki.server();
+    let fifo = pki.dir.path().join("bundle.fifo");
+    make_fifo(&fifo);
+    let fifo = path_string(fifo);
+    let huge = pki.dir.path().join("huge.pem");
+    // Sparse: no disk space is used, yet reading it whole would take 17 MiB.
+    std::fs::File::create(&huge)
+        .and_then(|file| file.set_len(17 << 20))
+        .expect("sparse file");
+    let huge = path_string(huge);
+
+    for (variable, path, words) in [
+        (
+            "SSL_CERT_FILE",
+            fifo.as_str(),
+            "is a FIFO, not a regular file",
+        ),
+        (
+            "REQUESTS_CA_BUNDLE",
+            "/dev/zero",
+            "is a character device, not a regular file",
+        ),
+        (
+            "CURL_CA_BUNDLE",
+            huge.as_str(),
+            "goes over the 16 MiB limit",
+        ),
+    ] {
+        let sandbox = Sandbox::new();
+        // Before the fix, the FIFO hung here until RUN_LIMIT and /dev/zero ate the memory.
+        let outcome = check(&sandbox, &server.url(), &[(variable, path)]);
+        assert_failed(
+            &outcome,
+            &[&format!("{variable}={path} {words}"), "point it at"],
+        );
+        assert!(outcome.elapsed < Duration::from_secs(3), "{outcome:#?}");
+    }
+    assert_eq!(server.tls_connections(), 0);
+}
+
+#[test]
+fn a_ca_directory_skips_fifos_and_devices_and_trusts_the_rest() {
+    let pki = Pki::new(&["127.0.0.1"]);
+    let server = pki.server();
+    let certs = pki.dir.path().join("certs");
+    make_fifo(&certs.join("0-fifo.pem"));
+    std::os::unix::fs::symlink("/dev/zero", certs.join("1-zero.pem")).expect("symlink");
+    let sandbox = Sandbox::new();
+
+    let outcome = check(&sandbox, &server.url(), &[("SSL_CERT_DIR", &pki.ca_dir())]);
+
+    assert_active(&outcome);
+    assert_eq!(server.request_count(), 1);
+}
+
+fn make_fifo(path: &std::path::Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: `c_path` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Proxies
 
@@ -500,13 +570,16 @@ fn proxy_credentials_are_sent_but_never_printed() {
             ("DEBUG", "1"),
         ],
     );
-    assert_failed(
+    let reason = assert_failed(
         &outcome,
         &[
-            "https_proxy=http://lsuser:****@127.0.0.1:",
-            "wants credentials (HTTP 407)",
+            "the proxy https_proxy=http://lsuser:****@127.0.0.1:",
+            "refused the credentials in its URL (HTTP 407)",
+            "check the user name and password in https_proxy",
         ],
     );
+    // Not the advice for a proxy URL without credentials.
+    assert!(!reason.contains("put them in the proxy URL"), "{reason}");
     outcome.assert_free_of(wrong);
     assert_eq!(server.request_count(), 1);
 }
@@ -565,6 +638,115 @@ fn proxy_that_cannot_reach_the_endpoint_is_retried_and_named() {
     );
     assert_eq!(proxy.connects().len(), 2);
     assert_eq!(server.request_count(), 0);
+}
+
+/// A TLS server for [`PROXIED_HOST`] and an `https://` proxy routing that name to it, both with
+/// certificates of one test CA.
+fn https_proxied_server() -> (Pki, LicenseServer, ConnectProxy) {
+    let pki = Pki::new(&[PROXIED_HOST, "127.0.0.1"]);
+    let server = pki.server();
+    let proxy = ConnectProxy::start_tls(&pki.cert_pem, &pki.key_pem).expect("TLS proxy");
+    proxy.route(PROXIED_HOST, server.port());
+    (pki, server, proxy)
+}
+
+#[test]
+fn check_activates_through_an_https_proxy() {
+    let (pki, server, proxy) = https_proxied_server();
+    let sandbox = Sandbox::new();
+
+    let outcome = check(
+        &sandbox,
+        &proxied_endpoint(),
+        &[
+            ("https_proxy", &proxy.url()),
+            ("REQUESTS_CA_BUNDLE", &pki.ca_file()),
+        ],
+    );
+
+    assert_active(&outcome);
+    assert!(proxy.url().starts_with("https://"), "{}", proxy.url());
+    assert_eq!(proxy.tls_handshakes(), 1);
+    assert_eq!(proxy.connects().len(), 1);
+    assert_eq!(server.request_count(), 1);
+}
+
+#[test]
+fn an_https_proxy_with_an_untrusted_certificate_is_a_tls_failure_of_the_proxy() {
+    let (_pki, server, proxy) = https_proxied_server();
+    let sandbox = Sandbox::new();
+
+    let outcome = check(
+        &sandbox,
+        &proxied_endpoint(),
+        &[("https_proxy", &proxy.url()), ("LSINIT_MAX_ATTEMPTS", "2")],
+    );
+
+    assert_failed(
+        &outcome,
+        &[
+            "TLS verification of the proxy https_proxy=https://127.0.0.1:",
+            "unknown CA",
+            "REQUESTS_CA_BUNDLE",
+            "https://licensing.test/v1/license/request",
+        ],
+    );
+    // Not sent, so retried; the proxy never got a CONNECT.
+    assert!(outcome.stderr.contains("attempt 2/2"), "{}", outcome.stderr);
+    assert_eq!(proxy.tls_handshakes(), 0);
+    assert!(proxy.connects().is_empty());
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn an_https_url_for_a_plain_proxy_is_a_tls_failure_of_the_proxy() {
+    let (pki, server, proxy) = proxied_server();
+    let sandbox = Sandbox::new();
+    let as_https = format!("https://127.0.0.1:{}", proxy.port());
+
+    let outcome = check(
+        &sandbox,
+        &proxied_endpoint(),
+        &[
+            ("https_proxy", &as_https),
+            ("REQUESTS_CA_BUNDLE", &pki.ca_file()),
+            ("LSINIT_MAX_ATTEMPTS", "1"),
+        ],
+    );
+
+    let reason = assert_failed(
+        &outcome,
+        &[
+            "the TLS handshake with the proxy https_proxy=https://127.0.0.1:",
+            "give https_proxy as http://",
+        ],
+    );
+    assert!(!reason.contains("opening a tunnel"), "{reason}");
+    assert!(proxy.connects().is_empty());
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn a_proxy_port_over_65535_is_a_settings_failure_not_port_80() {
+    let proxy = ConnectProxy::start().expect("proxy");
+    let sandbox = Sandbox::new();
+    // Truncated to 16 bits, this would be the proxy's own port.
+    let wrapped = format!(
+        "http://lsuser:{PROXY_PASSWORD}@127.0.0.1:{}",
+        u32::from(proxy.port()) + 65536
+    );
+
+    let outcome = check(&sandbox, &proxied_endpoint(), &[("https_proxy", &wrapped)]);
+
+    assert_failed(
+        &outcome,
+        &[
+            "https_proxy=http://lsuser:****@127.0.0.1:",
+            "which is no TCP port (1 to 65535)",
+        ],
+    );
+    assert!(outcome.elapsed < Duration::from_secs(3), "{outcome:#?}");
+    assert!(proxy.connects().is_empty());
 }
 
 #[test]
@@ -677,6 +859,38 @@ fn settings_that_cannot_work_fail_before_any_connection() {
     assert_eq!(server.request_count(), 0);
 }
 
+#[test]
+fn an_endpoint_with_a_query_fragment_or_bad_port_fails_before_the_token_is_sent() {
+    let server = plain_server();
+    let query_secret = "ls-in-the-query-0123456789";
+    for (endpoint, words) in [
+        (
+            format!("{}?token={query_secret}", server.url()),
+            "has a query or fragment",
+        ),
+        (
+            format!("{}#{query_secret}", server.url()),
+            "has a query or fragment",
+        ),
+        (
+            // Truncated to 16 bits, this would be the server's own port.
+            format!("http://127.0.0.1:{}/v1", u32::from(server.port()) + 65536),
+            "which is no TCP port (1 to 65535)",
+        ),
+        (
+            "https://licensing.test:99999/v1".to_string(),
+            "has the port \"99999\", which is no TCP port",
+        ),
+    ] {
+        let sandbox = Sandbox::new();
+        let outcome = check(&sandbox, &endpoint, &[]);
+        assert_failed(&outcome, &["API_ENDPOINT", words]);
+        outcome.assert_free_of(query_secret);
+        assert!(outcome.elapsed < Duration::from_secs(3), "{outcome:#?}");
+    }
+    assert_eq!(server.request_count(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // DNS and connect failures
 
@@ -723,17 +937,94 @@ fn connection_refused_is_retried_within_the_activation_budget() {
         NOWHERE,
         &[
             ("LSINIT_MAX_ATTEMPTS", "1000"),
-            ("LSINIT_ACTIVATION_TIMEOUT", "2"),
+            ("LSINIT_ACTIVATION_TIMEOUT", "4"),
         ],
     );
     assert_failed(
         &outcome,
         &["connection refused", "LSINIT_ACTIVATION_TIMEOUT"],
     );
-    assert!(outcome.elapsed < Duration::from_secs(4), "{outcome:#?}");
+    // Retries stop once a wait would leave less than LSINIT_REQUEST_TIMEOUT (1 s) of the 4 s:
+    // the waits (up to 0.5 s, then 1 s) leave room for at least two.
+    assert!(outcome.elapsed < Duration::from_secs(5), "{outcome:#?}");
     let retries = outcome.stderr.matches("connection refused by").count();
     assert!(retries >= 2, "{}", outcome.stderr);
-    record("connection refused, 2 s budget", &outcome, 0);
+    record("connection refused, 4 s budget", &outcome, 0);
+}
+
+/// A loopback listener that accepts connections (the kernel does, into its backlog) and never
+/// answers: a TLS handshake with it stalls.
+fn silent_listener() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("address").port();
+    (listener, format!("https://127.0.0.1:{port}/v1"))
+}
+
+#[test]
+fn a_budget_that_runs_out_in_the_handshake_says_so() {
+    let (_listener, endpoint) = silent_listener();
+    let sandbox = Sandbox::new();
+
+    let outcome = check(
+        &sandbox,
+        &endpoint,
+        &[
+            ("LSINIT_CONNECT_TIMEOUT", "5"),
+            ("LSINIT_REQUEST_TIMEOUT", "5"),
+            ("LSINIT_ACTIVATION_TIMEOUT", "1"),
+        ],
+    );
+
+    let reason = assert_failed(
+        &outcome,
+        &[
+            "the activation budget of 1.0 s (LSINIT_ACTIVATION_TIMEOUT) ran out during the TLS \
+             handshake with 127.0.0.1:",
+            "before the request was sent",
+            "raise LSINIT_ACTIVATION_TIMEOUT",
+        ],
+    );
+    assert!(!reason.contains("failed before it was sent"), "{reason}");
+    assert!(outcome.elapsed < Duration::from_secs(3), "{outcome:#?}");
+}
+
+#[test]
+fn a_timeout_names_the_variable_whose_limit_ran_out() {
+    let (_listener, endpoint) = silent_listener();
+    for (env, words, not_named) in [
+        (
+            // 1 ms may end while connecting or in the handshake: either way it is this limit.
+            [
+                ("LSINIT_CONNECT_TIMEOUT", "5"),
+                ("LSINIT_REQUEST_TIMEOUT", "0.001"),
+            ],
+            [
+                "127.0.0.1:",
+                "timed out after 1ms",
+                "LSINIT_REQUEST_TIMEOUT",
+            ],
+            "LSINIT_CONNECT_TIMEOUT",
+        ),
+        (
+            [
+                ("LSINIT_CONNECT_TIMEOUT", "0.3"),
+                ("LSINIT_REQUEST_TIMEOUT", "1"),
+            ],
+            [
+                "the TLS handshake with 127.0.0.1:",
+                "timed out after 0.3 s",
+                "LSINIT_CONNECT_TIMEOUT",
+            ],
+            "LSINIT_REQUEST_TIMEOUT",
+        ),
+    ] {
+        let sandbox = Sandbox::new();
+        let mut env = env.to_vec();
+        env.push(("LSINIT_MAX_ATTEMPTS", "1"));
+        let outcome = check(&sandbox, &endpoint, &env);
+        let reason = assert_failed(&outcome, &words);
+        assert!(!reason.contains(not_named), "{reason}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,6 +1291,86 @@ fn retry_after_beyond_the_budget_fails_at_once() {
 }
 
 #[test]
+fn retry_after_zero_still_backs_off_instead_of_hammering_the_server() {
+    let sandbox = Sandbox::new();
+    let server = plain_server();
+    for _ in 0..200 {
+        server.push_fault(status(429, "", &[("Retry-After", "0")]));
+    }
+
+    let outcome = check(
+        &sandbox,
+        &server.url(),
+        &[
+            ("LSINIT_MAX_ATTEMPTS", "100000"),
+            ("LSINIT_ACTIVATION_TIMEOUT", "3"),
+        ],
+    );
+
+    assert_failed(&outcome, &["HTTP 429", "LSINIT_ACTIVATION_TIMEOUT"]);
+    // Waits of up to 0.5, 1, 2 s… inside 3 s, each retry leaving 1 s for its request: a handful
+    // of requests (without backoff, thousands).
+    let requests = server.request_count();
+    assert!((2..=8).contains(&requests), "{requests} requests");
+    assert_within_budget(&outcome);
+    record("429 Retry-After: 0, forever", &outcome, requests);
+}
+
+#[test]
+fn retry_after_in_decimal_seconds_is_honoured() {
+    let (outcome, server, _sandbox) = with_fault(status(429, "", &[("Retry-After", "1.5")]), &[]);
+    assert_active(&outcome);
+    assert_eq!(server.request_count(), 2);
+    assert!(
+        outcome.elapsed >= Duration::from_millis(1500),
+        "{outcome:#?}"
+    );
+    assert!(
+        outcome.stderr.contains("attempt 2/5 in 1.5 s"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn unavailable_with_a_negative_or_garbage_retry_after_is_not_repeated() {
+    for value in ["-1", "soon", "1e3"] {
+        let fault = status(503, "", &[("Retry-After", value)]);
+        let (outcome, server, _sandbox) = with_fault(fault, &[]);
+        assert_failed(&outcome, &["HTTP 503", "not repeated"]);
+        assert_eq!(server.request_count(), 1, "{value}");
+    }
+}
+
+#[test]
+fn a_retry_the_remaining_budget_cannot_hold_is_not_sent() {
+    // After a 1 s wait, 1.5 s would be left: less than the 2 s a request may take, so the
+    // retry could be cut off after sending and be counted without bringing a license.
+    let fault = status(429, "", &[("Retry-After", "1")]);
+    let (outcome, server, _sandbox) = with_fault(
+        fault,
+        &[
+            ("LSINIT_REQUEST_TIMEOUT", "2"),
+            ("LSINIT_ACTIVATION_TIMEOUT", "2.5"),
+        ],
+    );
+    assert_failed(
+        &outcome,
+        &[
+            "HTTP 429",
+            "the activation budget of 2.5 s (LSINIT_ACTIVATION_TIMEOUT) is too short for another \
+             attempt",
+            "LSINIT_REQUEST_TIMEOUT",
+            "raise LSINIT_ACTIVATION_TIMEOUT",
+        ],
+    );
+    assert_eq!(server.request_count(), 1);
+    assert!(!outcome.stderr.contains("attempt 2/"), "{}", outcome.stderr);
+    assert!(outcome.elapsed < Duration::from_secs(2), "{outcome:#?}");
+    record("429, budget too short to retry", &outcome, 1);
+}
+
+#[test]
 fn internal_server_error_is_not_repeated() {
     let (outcome, server, _sandbox) = with_fault(status(500, r#"{"error":"boom"}"#, &[]), &[]);
     assert_failed(&outcome, &["HTTP 500", "boom", "not repeated"]);
@@ -1043,6 +1414,25 @@ fn forbidden_without_a_licensing_code_is_broken() {
     );
     assert_eq!(server.request_count(), 1);
     record("403 without code", &outcome, server.request_count());
+}
+
+#[test]
+fn a_json_escaped_echo_of_the_token_is_masked_in_the_excerpt() {
+    // `\u002d` is `-`: the raw token is not in the body, but it is in what the body says.
+    let escaped = TOKEN.replacen('-', "\\u002d", 2);
+    let body = format!(r#"{{"error": "token {escaped} is blocked by policy"}}"#);
+    let (outcome, server, _sandbox) = with_fault(status(403, &body, &[]), &[]);
+    let reason = assert_failed(
+        &outcome,
+        &[
+            "HTTP 403 without a licensing error code",
+            "blocked by policy",
+            "ls-Wxyz0123-****",
+        ],
+    );
+    assert!(!reason.contains("u002d"), "{reason}");
+    outcome.assert_free_of("ghijklmnf90e");
+    assert_eq!(server.request_count(), 1);
 }
 
 #[test]
@@ -1165,6 +1555,49 @@ fn tls_reset_or_close_during_the_handshake_is_retried() {
             server.request_count(),
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The calls of one activation: a re-activation, then a request
+
+#[test]
+fn each_call_of_an_activation_gets_its_own_attempts() {
+    let sandbox = Sandbox::new();
+    let server = plain_server();
+    let stale = LicenseTemplate {
+        reactivate_after: license_server::time::Duration::hours(-1),
+        ..LicenseTemplate::default()
+    };
+    let cached = make_license(&stale, TOKEN, VERSION, &new_license_id());
+    std::fs::create_dir_all(sandbox.cache_file().parent().expect("cache dir")).expect("mkdir");
+    std::fs::write(sandbox.cache_file(), cached.to_string()).expect("stale license");
+    // Re-activation: busy, then refused (this server never issued that license); the request
+    // that follows: busy, then a license.
+    server.push_fault(status(429, "", &[("Retry-After", "0")]));
+    server.push_fault(Fault::Reject("licensing.license.not_found".into()));
+    server.push_fault(status(429, "", &[("Retry-After", "0")]));
+
+    let outcome = check(
+        &sandbox,
+        &server.url(),
+        &[
+            ("LSINIT_MAX_ATTEMPTS", "2"),
+            ("LSINIT_ACTIVATION_TIMEOUT", "10"),
+        ],
+    );
+
+    // With the attempts counted across both calls, the request had none left to retry with.
+    assert_active(&outcome);
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/license/activate",
+            "/v1/license/activate",
+            "/v1/license/request",
+            "/v1/license/request"
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

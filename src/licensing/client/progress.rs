@@ -19,7 +19,9 @@
 //! retrying a request that did not arrive), never by repeating one that may have been charged.
 //!
 //! The proxy's own connection runs through the same chain (ureq's `CONNECT` support calls it
-//! with the proxy removed from the configuration); that is how its steps are told apart.
+//! with the proxy removed from the configuration); that is how its steps are told apart. For
+//! an `https://` proxy, `RustlsConnector` does the TLS handshake with the proxy itself, so
+//! `Reached` notes the proxy's TCP and `Watch` its finished TLS.
 //!
 //! LIMITATION: this rests on ureq's `unversioned` transport API and on `RustlsConnector`
 //! finishing the handshake inside `connect` (true of ureq 3.5, hence the `~3.5.2` requirement);
@@ -40,7 +42,10 @@ use ureq::unversioned::transport::{
 pub struct Progress {
     /// A name lookup failed: the host, and whether it was the proxy's.
     pub dns_failed: Option<DnsFailure>,
-    /// A connection to the proxy is open (and its TLS done, for an `https://` proxy).
+    /// A TCP connection to the proxy is open.
+    pub proxy_reached: bool,
+    /// The connection to the proxy is ready for `CONNECT`: TCP, and its TLS done for an
+    /// `https://` proxy.
     pub proxy_connected: bool,
     /// A TCP connection to the endpoint, or a tunnel to it through the proxy, is open.
     pub connected: bool,
@@ -135,7 +140,8 @@ impl Resolver for WatchingResolver {
     }
 }
 
-/// Notes that TCP (or the proxy tunnel) is up, before any TLS.
+/// Notes that TCP to the proxy, or the connection to the endpoint (direct or the proxy's
+/// tunnel), is up, before any TLS.
 #[derive(Debug)]
 struct Reached {
     recorder: Recorder,
@@ -155,15 +161,16 @@ impl<In: Transport> Connector<In> for Reached {
             if is_endpoint(details, self.proxied) {
                 progress.connected = true;
             } else {
-                progress.proxy_connected = true;
+                progress.proxy_reached = true;
             }
         }
         Ok(chained)
     }
 }
 
-/// Notes that TLS is up and hands out the endpoint's transport wrapped so that its first write
-/// is noted.
+/// Notes that TLS is up, with the endpoint or with an `https://` proxy (the proxy's connection is
+/// then ready for `CONNECT`), and hands out the endpoint's transport wrapped so that its first
+/// write is noted.
 #[derive(Debug)]
 struct Watch {
     recorder: Recorder,
@@ -187,7 +194,9 @@ impl<In: Transport> Connector<In> for Watch {
             }
             Some(self.recorder.clone())
         } else {
-            // The proxy's connection: the `CONNECT` written on it is no request.
+            // The proxy's connection, its TLS done if it has any: the `CONNECT` written on it
+            // is no request.
+            self.recorder.lock().proxy_connected = true;
             None
         };
         Ok(Some(Watched { inner, recorder }))

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use crate::config::{ProxySetting, Settings};
 
-use super::RequestError;
+use super::{RequestError, explicit_port};
 
 /// A proxy in use, with what messages may show of it.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub struct ChosenProxy {
     /// The variable and URL with the password masked, e.g. `https_proxy=http://u:****@p:3128`.
     pub shown: String,
     pub variable: &'static str,
+    /// The URL carries a user name or password, sent to the proxy.
+    pub has_credentials: bool,
 }
 
 /// The proxy for `host`, or `None` when there is none, `host` is loopback or `no_proxy` lists it.
@@ -36,6 +38,7 @@ pub fn choose(settings: &Settings, host: &str) -> Result<Option<ChosenProxy>, Re
     let proxy = build(setting)?;
     log::debug!("using the proxy {setting:?} for {host}");
     Ok(Some(ChosenProxy {
+        has_credentials: proxy.username().is_some() || proxy.password().is_some(),
         proxy,
         shown: format!("{setting:?}"),
         variable: setting.variable,
@@ -71,11 +74,18 @@ fn build(setting: &ProxySetting) -> Result<ureq::Proxy, RequestError> {
     if proxy.host().is_empty() {
         return Err(invalid("has no host"));
     }
+    let authority = proxy.uri().authority().map_or("", |a| a.as_str());
+    if let Err(port) = explicit_port(authority) {
+        // ureq would connect to port 80 (or 443) instead.
+        return Err(invalid(&format!(
+            "has the port {port:?}, which is no TCP port (1 to 65535)"
+        )));
+    }
     Ok(proxy)
 }
 
 /// Loopback hosts: 127.0.0.0/8, `::1`, `localhost`.
-pub fn is_loopback(host: &str) -> bool {
+pub(super) fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -83,7 +93,7 @@ pub fn is_loopback(host: &str) -> bool {
 
 /// SPEC 2's `no_proxy` matching: `*`, names (also their subdomains, with a leading `.` or `*.`
 /// or none), IP addresses and CIDR ranges; ports are ignored.
-pub fn bypasses_proxy(host: &str, no_proxy: &[String]) -> bool {
+fn bypasses_proxy(host: &str, no_proxy: &[String]) -> bool {
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
