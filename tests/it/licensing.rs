@@ -1643,11 +1643,7 @@ fn assert_stops_during_activation(fault: Fault, signal: i32, expected: i32) {
     command.env("LOCALSTACK_AUTH_TOKEN", TOKEN);
     let running = Running::start(&mut command);
 
-    let deadline = Instant::now() + LIMIT;
-    while rig.server.request_count() < 1 {
-        assert!(Instant::now() < deadline, "no request reached the server");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(rig.server.wait_for_requests(1, LIMIT), "no request reached the server");
     let signalled = Instant::now();
     running.signal(signal);
     let outcome = running.finish(LIMIT);
