@@ -282,26 +282,17 @@ impl Running {
 
     /// Waits for a stdout line containing `needle`; returns that line.
     pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    assert_no_secret(&line, "lsinit's stdout");
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!(
-                        "no line with {needle:?} within {limit:?}; saw {:?}",
-                        self.seen
-                    );
-                }
-            }
+        if !self.try_wait_for_line(needle, limit) {
+            let _ = self.child.kill();
+            panic!(
+                "no line with {needle:?} within {limit:?}; saw {:?}",
+                self.seen
+            );
         }
+        self.seen
+            .last()
+            .cloned()
+            .expect("the matching line was kept")
     }
 
     /// Waits for a stdout line containing `needle`; returns every line read up to and including
