@@ -3,6 +3,9 @@
 //!
 //! Every write goes through [`write_atomically`] and holds [`WRITES`], so that an early `TERM`
 //! can wait for a write in flight to finish and never leaves a half-written or temp file.
+//!
+//! Not owned here: whether a file holds a usable license (`document`) or which one wins
+//! (`mod.rs`).
 
 use std::fs;
 use std::io::{self, Read, Write};

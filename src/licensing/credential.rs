@@ -3,6 +3,9 @@
 //! A credential's raw value is reachable only through [`Secret::expose`], used for the request
 //! body and the signature key. Every other way of printing it (`Debug`, `Display`, errors) gives
 //! the masked form.
+//!
+//! Not owned here: which credential to use when both are set, and what a rejected one means
+//! (`mod.rs`).
 
 use std::ffi::OsStr;
 use std::fmt;

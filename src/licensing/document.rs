@@ -589,6 +589,81 @@ mod tests {
         assert_eq!(decode_hex("abc"), None);
     }
 
+    /// A license signed with the vector's token by the reference server's independent signer,
+    /// with dates relative to now (SPEC 3.3: the vector is for the signature only).
+    fn fresh(template: license_server::LicenseTemplate) -> (License, Secret) {
+        let token = vector()["token"].as_str().unwrap().to_string();
+        let doc = license_server::make_license(&template, &token, "4.14.0", "license_fresh");
+        (
+            License::from_disk(&serde_json::to_vec(&doc).unwrap()).unwrap(),
+            key(&token),
+        )
+    }
+
+    #[test]
+    fn every_validity_rule_with_dates_relative_to_now() {
+        use license_server::{LicenseTemplate, Product as Item};
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+
+        let (license, token) = fresh(LicenseTemplate::default());
+        assert_eq!(license.check(&token, "4.14.2", now), Ok(()));
+
+        let (license, token) = fresh(LicenseTemplate {
+            license_status: "SUSPENDED".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            license.check(&token, "4.14.0", now),
+            Err(Invalid::Status("SUSPENDED".into()))
+        );
+
+        let (license, token) = fresh(LicenseTemplate {
+            expiry_date: -day,
+            reactivate_after: -day,
+            ..Default::default()
+        });
+        // Expiry outranks staleness: an expired license is not worth re-activating.
+        assert!(matches!(
+            license.check(&token, "4.14.0", now),
+            Err(Invalid::Expired { .. })
+        ));
+
+        let (license, token) = fresh(LicenseTemplate {
+            reactivate_after: -day,
+            ..Default::default()
+        });
+        assert!(matches!(
+            license.check(&token, "4.14.0", now),
+            Err(Invalid::Stale { .. })
+        ));
+
+        // Only the first product in document order counts.
+        let (license, token) = fresh(LicenseTemplate {
+            products: vec![
+                Item::new("localstack-pro", "3.8"),
+                Item::new("localstack-pro", "*"),
+            ],
+            ..Default::default()
+        });
+        assert!(matches!(
+            license.check(&token, "4.14.0", now),
+            Err(Invalid::Product { .. })
+        ));
+        let (license, token) = fresh(LicenseTemplate {
+            products: vec![Item::new("localstack-pro", "4.14.*")],
+            ..Default::default()
+        });
+        assert_eq!(license.check(&token, "4.14.9", now), Ok(()));
+
+        let (mut license, token) = fresh(LicenseTemplate::default());
+        license.license_format = "2".into();
+        assert_eq!(
+            license.check(&token, "4.14.0", now),
+            Err(Invalid::Format("2".into()))
+        );
+    }
+
     #[test]
     fn versions_agree_on_two_parts() {
         assert!(same_minor("4.14.0", "4.14.2"));

@@ -4,6 +4,9 @@
 //! ureq reads its own proxy variables with other rules (`HTTP_PROXY` included, `no_proxy` matched
 //! differently), so the proxy is always set explicitly, `None` included, and never taken from
 //! ureq's environment reading.
+//!
+//! Not owned here: the CONNECT exchange itself (ureq's connector) and the classification of its
+//! failures (`client.rs`).
 
 use std::net::IpAddr;
 
