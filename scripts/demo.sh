@@ -20,10 +20,15 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # FILE PATTERN COUNT SECONDS: until FILE holds COUNT lines matching PATTERN
+wait_for() { # FILE PATTERN COUNT SECONDS [PID]: until FILE holds COUNT lines matching PATTERN
   local deadline=$((SECONDS + $4))
   until (($(grep -c -- "$2" "$1" 2>/dev/null || true) >= $3)); do
     ((SECONDS < deadline)) || { echo "timed out waiting for '$2' in $1" >&2; tail -20 "$1" >&2; return 1; }
+    if [[ -n ${5:-} ]] && ! kill -0 "$5" 2>/dev/null; then
+      echo "process $5 exited before '$2' appeared in $1" >&2
+      tail -20 "${1%.out}.err" >&2 2>/dev/null || true
+      return 1
+    fi
     sleep 0.2
   done
 }
@@ -41,8 +46,8 @@ PY
 
 step "build lsinit and the reference license server (release)"
 t0=$SECONDS
-cargo build --release --quiet --bin lsinit -p lsinit
-cargo build --release --quiet -p license-server
+cargo build --release --bin lsinit -p lsinit
+cargo build --release -p license-server
 lsinit=$PWD/target/release/lsinit
 ls -l "$lsinit"
 
@@ -71,7 +76,7 @@ run_lsinit() { # NAME [VAR=VALUE...]: lsinit with the real runtime, in the backg
 step "start LocalStack under lsinit with LOCALSTACK_AUTH_TOKEN"
 t=$SECONDS
 run_lsinit first LOCALSTACK_AUTH_TOKEN="$token"
-wait_for "$work/first.out" '^Ready\.' 1 180
+wait_for "$work/first.out" '^Ready\.' 1 180 "$lsinit_pid"
 echo "Ready. after $((SECONDS - t)) s (lsinit PID $lsinit_pid)"
 grep -h 'lsinit.licensing' "$work/first.err"
 echo "health: $(health "$port")"
@@ -79,7 +84,7 @@ echo "health: $(health "$port")"
 step "restart through the health endpoint"
 t=$SECONDS
 restart_via_health "$port"
-wait_for "$work/first.out" '^Ready\.' 2 180
+wait_for "$work/first.out" '^Ready\.' 2 180 "$lsinit_pid"
 echo "second Ready. after $((SECONDS - t)) s; lsinit PID still $lsinit_pid: $(ps -o pid=,comm= -p "$lsinit_pid")"
 grep -h 'lsinit.supervision' "$work/first.err"
 
@@ -92,7 +97,7 @@ requests_before=$(grep -c 'POST /v1/license' "$work/server.log" || true)
 
 step "start again: the cached license is used, no request"
 run_lsinit second LOCALSTACK_AUTH_TOKEN="$token"
-wait_for "$work/second.out" '^Ready\.' 1 180
+wait_for "$work/second.out" '^Ready\.' 1 180 "$lsinit_pid"
 grep -h 'activated' "$work/second.err"
 requests_after=$(grep -c 'POST /v1/license' "$work/server.log" || true)
 echo "license requests: $requests_before before, $requests_after after (no new request)"
@@ -102,15 +107,17 @@ kill -TERM "$lsinit_pid"; wait "$lsinit_pid" || true
 step "ACTIVATE_PRO=1 with a bad token: exit 55, LocalStack never starts"
 status=0
 env -i PATH=/usr/bin:/bin API_ENDPOINT="$endpoint" LSINIT_VENV_DIR="$venv" \
-  LSINIT_VOLUME_DIR="$work/volume2" ACTIVATE_PRO=1 \
+  LSINIT_VOLUME_DIR="$work/volume2" LSINIT_CONFIG_DIR="$work/etc" LSINIT_STATIC_DIR="$work/static" \
+  ACTIVATE_PRO=1 \
   LOCALSTACK_AUTH_TOKEN=ls-Abcd9876-aaaa-bbbb-cccc-dddddddd9d61 "$lsinit" || status=$?
 echo "lsinit exited with status $status"
 
 step "ACTIVATE_PRO=0 with a bad token: LocalStack starts in community mode"
 run_lsinit third ACTIVATE_PRO=0 LOCALSTACK_AUTH_TOKEN=ls-Abcd9876-aaaa-bbbb-cccc-dddddddd9d61 \
   LSINIT_VOLUME_DIR="$work/volume3"
-wait_for "$work/third.out" '^Ready\.' 1 180
+wait_for "$work/third.out" '^Ready\.' 1 180 "$lsinit_pid"
 grep -h 'lsinit\.' "$work/third.err" | grep -v DEBUG
+echo "health: $(health "$port")"
 kill -TERM "$lsinit_pid"; status=0; wait "$lsinit_pid" || status=$?
 echo "lsinit exited with status $status"
 

@@ -12,12 +12,22 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   exit 0
 fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-  echo "fuzz: installing cargo-fuzz (once)" >&2
+  echo "fuzz: installing cargo-fuzz (once, about 2 minutes)" >&2
   cargo install cargo-fuzz --locked
 fi
+echo "fuzz: building the targets with nightly and sanitizers (about 3 minutes the first time)" >&2
+cargo +nightly fuzz build license_document configuration 2>&1 | tail -n 2 >&2
 for target in license_document configuration; do
   echo "fuzz: $target for ${seconds} s" >&2
   mkdir -p "fuzz/corpus/$target"
-  cargo +nightly fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-    -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 2>&1 | tail -n 12
+  log=$(mktemp)
+  if ! cargo +nightly fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+    -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "fuzz: $target FAILED; the input is in fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  runs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")
+  echo "fuzz: $target passed: ${runs:-?} inputs, no crash" >&2
+  rm -f "$log"
 done

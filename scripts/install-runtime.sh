@@ -23,7 +23,9 @@ rm -rf "$venv"
 mkdir -p "$(dirname "$venv")"
 "$python" -m venv "$venv"
 echo "runtime: installing ${packages[*]} (a few minutes the first time)" >&2
-"$venv/bin/pip" install --disable-pip-version-check --progress-bar on "${packages[@]}" >&2
+# One line per package instead of pip's progress bars, which flood a log that is not a terminal.
+"$venv/bin/pip" install --disable-pip-version-check --progress-bar off "${packages[@]}" 2>&1 |
+  awk '/^(Collecting|Installing|Successfully|ERROR)/ { print "runtime: " substr($0, 1, 110); fflush() }' >&2
 "$venv/bin/python" -c 'import localstack.runtime.main' >&2
 touch "$marker"
 echo "runtime: ready in $venv" >&2

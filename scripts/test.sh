@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*" >&2; }
 
 say "toolchain components"
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup component add rustfmt clippy >/dev/null 2>&1 ||
+  echo "note: rustup could not add rustfmt/clippy; using what is installed" >&2
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
