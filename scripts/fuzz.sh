@@ -16,7 +16,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 echo "fuzz: building the targets with nightly and sanitizers (about 3 minutes the first time)" >&2
-cargo +nightly fuzz build license_document configuration 2>&1 | tail -n 2 >&2
+cargo +nightly fuzz build 2>&1 | tail -n 2 >&2
 for target in license_document configuration; do
   echo "fuzz: $target for ${seconds} s" >&2
   mkdir -p "fuzz/corpus/$target"
