@@ -2,6 +2,7 @@
 //! processes. One test binary, one module per concern.
 
 mod boot;
+mod cache;
 mod harness;
 mod licensing;
 mod network;
