@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use lsinit::cli::{self, Invocation};
 use lsinit::config::{Environment, Settings};
-use lsinit::licensing::{self, Activation};
+use lsinit::licensing::{self, Activation, Edition};
 use lsinit::supervision::emulator::{self, Plan};
 use lsinit::supervision::signals::{self, SignalReader};
 use lsinit::{boot, logging, supervision};
@@ -85,7 +85,8 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
     supervision::become_subreaper_unless_pid1();
     // Step 4.
     boot::prepare(&settings);
-    if let Err(status) = boot::run_hooks(&settings, &mut signals).await {
+    let cwd = emulator::starting_directory();
+    if let Err(status) = boot::run_hooks(&settings, cwd.clone(), &mut signals).await {
         return status;
     }
 
@@ -95,7 +96,7 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
     let activation = activate_unless_stopped(&settings, &mut signals).await;
     let command = match invocation {
         Invocation::Start { command } => command,
-        _ => {
+        Invocation::Check | Invocation::Help | Invocation::Version => {
             let active = licensing::report(&activation, started.elapsed());
             return if active { 0 } else { EXIT_LICENSE };
         }
@@ -110,7 +111,7 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
         program: words.next().unwrap_or_default(),
         args: words.collect(),
         environment: emulator::environment(&settings, Some(edition.activate_pro_value())),
-        cwd: std::env::current_dir().ok(),
+        cwd,
         foreground: supervision::owns_terminal(),
     };
     let first = match emulator::spawn(&plan) {
@@ -120,8 +121,12 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
             return e.exit_code();
         }
     };
+    let edition = match edition {
+        Edition::Pro => "Pro",
+        Edition::Community => "community",
+    };
     log::info!(
-        "started the emulator as process {} ({edition:?} edition)",
+        "started the emulator as process {} ({edition} edition)",
         first.pid
     );
     // lsinit keeps no directory busy; the emulator got the original one.
@@ -162,24 +167,20 @@ async fn activate_unless_stopped(
         std::process::exit(i32::from(EXIT_SETUP));
     }
     loop {
+        // Signals first: a TERM pending when the activation finishes must still win (SPEC 1).
         tokio::select! {
-            activation = &mut outcome => {
-                return activation.unwrap_or_else(|_| Activation::Failed(licensing::Failure {
-                    reason: "the activation stopped unexpectedly".into(),
-                    no_credentials: false,
-                }));
-            }
+            biased;
             signal = signals.recv() => match signal {
                 Ok(signo @ (libc::SIGTERM | libc::SIGINT)) => {
                     log::info!(
                         "got {} before the emulator started: exiting",
                         signals::name(signo)
                     );
-                    // Held until the process is gone: no cache write can start or be cut.
-                    let _writes = licensing::cache::hold_writes();
-                    std::process::exit(128 + signo);
+                    exit_during_activation(128 + signo);
                 }
-                Ok(libc::SIGCHLD) => supervision::reaper::drain_all(),
+                Ok(libc::SIGCHLD) => {
+                    supervision::reaper::drain_all(None);
+                }
                 Ok(libc::SIGUSR1) => {
                     log::debug!("got SIGUSR1 before the emulator exists, thus ignoring it");
                 }
@@ -189,9 +190,22 @@ async fn activate_unless_stopped(
                 ),
                 Err(e) => {
                     log::error!("cannot read signals: {e}");
-                    std::process::exit(i32::from(EXIT_SETUP));
+                    exit_during_activation(i32::from(EXIT_SETUP));
                 }
             },
+            activation = &mut outcome => {
+                return activation.unwrap_or_else(|_| Activation::Failed(licensing::Failure {
+                    reason: "the activation stopped unexpectedly".into(),
+                    no_credentials: false,
+                }));
+            }
         }
     }
+}
+
+/// Exits while the activation thread may still run: cache writes are held until the process is
+/// gone, so none can start or be cut halfway.
+fn exit_during_activation(status: i32) -> ! {
+    std::mem::forget(licensing::cache::hold_writes());
+    std::process::exit(status);
 }

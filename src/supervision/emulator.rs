@@ -112,6 +112,21 @@ pub fn environment(settings: &Settings, activate_pro: Option<&str>) -> Environme
     env
 }
 
+/// The directory lsinit was started in, for the emulator and the BOOT hooks. `None`, with a
+/// warning, when it cannot be read (e.g. it was removed): they then start in lsinit's directory.
+pub fn starting_directory() -> Option<PathBuf> {
+    match std::env::current_dir() {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            log::warn!(
+                "cannot read the current directory ({e}); the emulator starts in lsinit's \
+                 directory instead, check the container's working directory"
+            );
+            None
+        }
+    }
+}
+
 /// The descriptors lsinit was started with, which pass through to the emulator (as in tini).
 /// `None` when they could not be listed: then only close-on-exec keeps lsinit's own away.
 static INHERITED_DESCRIPTORS: OnceLock<Option<Vec<RawFd>>> = OnceLock::new();

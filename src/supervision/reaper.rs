@@ -2,6 +2,8 @@
 //! container's processes, and signalling them.
 //!
 //! The emulator's exit is seen only here (SPEC 6): nothing else in lsinit waits for a child.
+//! Does not own which process is the emulator, what a status means, or when anything gets a
+//! signal: those are the supervisor's (`mod.rs`) and the boot steps' decisions.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
@@ -48,10 +50,28 @@ pub fn drain() -> Drained {
     drained(exited, true, true)
 }
 
-/// Reaps every exited child, batch after batch; for the time before the emulator exists, when
-/// nothing else waits on the loop.
-pub fn drain_all() {
-    while drain().more {}
+/// Reaps every exited child, batch after batch, for the time before the emulator exists, when
+/// nothing else waits on the loop; returns the status of `watched` when it was among them.
+/// Reaped processes are counted in one debug line, not one line each.
+pub fn drain_all(watched: Option<Pid>) -> Option<i32> {
+    let mut found = None;
+    let mut count = 0;
+    loop {
+        let drained = drain();
+        count += drained.exited.len();
+        for (pid, status) in drained.exited {
+            if Some(pid) == watched {
+                found = Some(status);
+            }
+        }
+        if !drained.more {
+            break;
+        }
+    }
+    if count > 0 {
+        log::debug!("reaped {count} process(es)");
+    }
+    found
 }
 
 /// Whether no process is left in the process group `group` (zombies not yet reaped count).
@@ -99,11 +119,11 @@ fn parent_of(pid: i32) -> Option<i32> {
 }
 
 /// Sends a raw signal number (real-time ones included) to a process or, negative, a group.
-/// A target that is already gone is not an error.
-pub fn send(target: i32, signo: i32) -> bool {
+/// Failures are not reported: a target that is already gone (`ESRCH`) is the usual case, and a
+/// full real-time queue (`EAGAIN`) loses only that one signal, as it would without lsinit.
+pub fn send(target: i32, signo: i32) {
     // SAFETY: kill(2) has no memory effects; any pid and signal number are valid inputs.
-    let result = unsafe { libc::kill(target, signo) };
-    result == 0 || Errno::last() == Errno::ESRCH
+    unsafe { libc::kill(target, signo) };
 }
 
 #[cfg(test)]

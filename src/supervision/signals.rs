@@ -59,23 +59,120 @@ fn handled_set() -> SigSet {
     set
 }
 
+/// glibc's two internal signals, 32 (`SIGCANCEL`, for `pthread_cancel`) and 33 (`SIGSETXID`, for
+/// `setuid` and friends in threaded programs). glibc's `sigfillset` and `sigprocmask` silently
+/// leave them out, and its `pthread_create` unblocks them again in the new thread and in the
+/// thread that created it; their default action ends the process. lsinit uses neither feature.
+const GLIBC_INTERNAL: [i32; 2] = [32, 33];
+
+/// The kernel's signal set: 64 bits, bit `n - 1` for signal `n` (`_NSIG / 8` bytes on Linux).
+type KernelSigset = u64;
+
+fn glibc_internal_mask() -> KernelSigset {
+    GLIBC_INTERNAL.iter().map(|signo| 1 << (signo - 1)).sum()
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("KernelSigaction's layout is only checked for x86_64 and aarch64");
+
+/// The kernel's `struct sigaction` as `rt_sigaction(2)` takes it on x86_64 and aarch64 (both
+/// define `SA_RESTORER`, so the field is there); glibc's own wrapper refuses signals 32 and 33.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: KernelSigset,
+}
+
+/// Whether lsinit's caller left signal 32 or 33 ignored, so the emulator gets them back that way.
+static CALLER_IGNORES_GLIBC_INTERNAL: [AtomicBool; 2] =
+    [AtomicBool::new(false), AtomicBool::new(false)];
+
+/// Sets the disposition of `signo` with the raw system call; returns whether it was ignored.
+/// Async-signal-safe: one system call on values on the stack.
+fn set_disposition_raw(signo: i32, handler: libc::sighandler_t) -> io::Result<bool> {
+    let new = KernelSigaction {
+        handler,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    let mut old = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: both pointers are to live KernelSigaction values laid out as the kernel's struct
+    // for this architecture, with the kernel's sigset size; SIG_IGN and SIG_DFL install no code.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signo,
+            &new as *const KernelSigaction,
+            &mut old as *mut KernelSigaction,
+            std::mem::size_of::<KernelSigset>(),
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(old.handler == libc::SIG_IGN)
+}
+
+/// `rt_sigprocmask(2)` without glibc's filtering, for signals 32 and 33.
+/// Async-signal-safe: one system call on a value on the stack.
+fn sigprocmask_raw(how: libc::c_int, set: KernelSigset) -> io::Result<()> {
+    // SAFETY: `set` is a live 8-byte kernel sigset and the size passed says so; the old set is
+    // not asked for (null). The call changes only the calling thread's mask.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            &set as *const KernelSigset,
+            std::ptr::null_mut::<KernelSigset>(),
+            std::mem::size_of::<KernelSigset>(),
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Resets `SIGCHLD` to its default (an ignored `SIGCHLD` makes the kernel discard exit statuses)
 /// and blocks every asynchronous signal. Must run before any thread is created, so that every
 /// later thread inherits the mask and no signal is delivered anywhere but the `signalfd`.
+///
+/// Signals 32 and 33 (see [`GLIBC_INTERNAL`]) are blocked with the raw system call and also
+/// ignored, because glibc unblocks them whenever a thread is created (lsinit's own activation
+/// and restart threads, and any a library starts). They are never read or forwarded: glibc
+/// uses them internally, and sending them on to a glibc emulator could cancel its threads.
 pub fn block_all() -> io::Result<()> {
     // The constructor's object must be linked in: naming its static here makes sure of that.
     std::hint::black_box(&RECORD_CALLER_SIGPIPE);
     // SAFETY: setting a default disposition installs no handler and runs before any thread
     // exists, so no other code can be racing on the disposition.
     unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.map_err(io::Error::from)?;
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_set()), None).map_err(io::Error::from)
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_set()), None).map_err(io::Error::from)?;
+    sigprocmask_raw(libc::SIG_BLOCK, glibc_internal_mask())?;
+    for (signo, caller_ignores) in GLIBC_INTERNAL.iter().zip(&CALLER_IGNORES_GLIBC_INTERNAL) {
+        let ignored = set_disposition_raw(*signo, libc::SIG_IGN)?;
+        caller_ignores.store(ignored, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
-/// Gives a freshly forked child the signal state of lsinit's caller: no blocked signal, and
-/// `SIGPIPE` as the caller had it (std has set it to default by now). Other dispositions were
-/// never changed by lsinit, except `SIGCHLD`, which stays at its default on purpose (SPEC 1).
+/// Gives a freshly forked child the signal state of lsinit's caller: no blocked signal (32 and
+/// 33 included), and `SIGPIPE`, 32 and 33 as the caller had them (std has set `SIGPIPE` to
+/// default by now, lsinit ignores 32 and 33). Other dispositions were never changed by lsinit.
 ///
-/// Async-signal-safe: an atomic load and two system calls on values on the stack.
+/// LIMITATION: `SIGCHLD` stays at its default even when the caller ignored it: SPEC 1 resets it
+/// first thing so that lsinit sees exit statuses, and the caller's choice is not kept for the
+/// emulator (an ignored `SIGCHLD` would only make the emulator's own children vanish unreaped).
+///
+/// Async-signal-safe: atomic loads and system calls on values on the stack.
 pub fn restore_caller_state_in_child() -> io::Result<()> {
     let sigpipe = if CALLER_IGNORES_SIGPIPE.load(Ordering::Relaxed) {
         libc::SIG_IGN
@@ -86,7 +183,16 @@ pub fn restore_caller_state_in_child() -> io::Result<()> {
     if unsafe { libc::signal(libc::SIGPIPE, sigpipe) } == libc::SIG_ERR {
         return Err(io::Error::last_os_error());
     }
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
+    for (signo, caller_ignores) in GLIBC_INTERNAL.iter().zip(&CALLER_IGNORES_GLIBC_INTERNAL) {
+        let handler = if caller_ignores.load(Ordering::Relaxed) {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        set_disposition_raw(*signo, handler)?;
+    }
+    // The raw call: glibc's sigprocmask would leave 32 and 33 as they are.
+    sigprocmask_raw(libc::SIG_SETMASK, 0)
 }
 
 /// Blocks `SIGTTOU` in a freshly forked child, so that it may make itself the terminal's
@@ -197,5 +303,11 @@ mod tests {
         assert!(!set.contains(Signal::SIGSEGV));
         assert!(set.contains(Signal::SIGTERM) && set.contains(Signal::SIGCHLD));
         assert!(set.contains(Signal::SIGTTOU) && set.contains(Signal::SIGUSR1));
+    }
+
+    #[test]
+    fn glibc_internal_signals_are_bits_31_and_32() {
+        assert_eq!(glibc_internal_mask(), 0x1_8000_0000);
+        assert!(!is_forwarded(32) && !is_forwarded(33));
     }
 }

@@ -295,6 +295,27 @@ impl Running {
             .expect("the matching line was kept")
     }
 
+    /// Waits for a stdout line containing any of `needles`; returns that line.
+    pub fn wait_for_any_line(&mut self, needles: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                let _ = self.child.kill();
+                panic!(
+                    "no line with any of {needles:?} within {limit:?}; saw {:?}",
+                    self.seen
+                );
+            };
+            assert_no_secret(&line, "lsinit's stdout");
+            let found = needles.iter().any(|needle| line.contains(needle));
+            self.seen.push(line);
+            if found {
+                return self.seen.last().cloned().expect("just kept");
+            }
+        }
+    }
+
     /// Waits for a stdout line containing `needle`; returns every line read up to and including
     /// it (lines before it that earlier waits skipped are not repeated).
     pub fn wait_for_lines(&mut self, needle: &str, limit: Duration) -> Vec<String> {

@@ -1643,7 +1643,10 @@ fn assert_stops_during_activation(fault: Fault, signal: i32, expected: i32) {
     command.env("LOCALSTACK_AUTH_TOKEN", TOKEN);
     let running = Running::start(&mut command);
 
-    assert!(rig.server.wait_for_requests(1, LIMIT), "no request reached the server");
+    assert!(
+        rig.server.wait_for_requests(1, LIMIT),
+        "no request reached the server"
+    );
     let signalled = Instant::now();
     running.signal(signal);
     let outcome = running.finish(LIMIT);

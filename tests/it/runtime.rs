@@ -34,14 +34,19 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-/// The emulator's PID: lsinit's only child that runs the runtime.
+/// The emulator's PID: the child of lsinit that runs the runtime. lsinit, a subreaper, may also
+/// have adopted processes the runtime left behind, so the command line decides.
 fn emulator_pid(lsinit: i32) -> Option<i32> {
     let children =
         std::fs::read_to_string(format!("/proc/{lsinit}/task/{lsinit}/children")).ok()?;
     children
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
-        .next()
+        .find(|pid: &i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline).contains("localstack.runtime.main")
+            })
+        })
 }
 
 fn health(port: u16) -> serde_json::Value {
@@ -86,7 +91,8 @@ fn start_runtime(sandbox: &Sandbox, server: &LicenseServer, venv: &PathBuf) -> (
         }
         let outcome = running.finish(Duration::from_secs(40));
         assert!(
-            outcome.stderr.contains("Address already in use") || outcome.stderr.contains("bind"),
+            outcome.stderr.contains("Address already in use")
+                || outcome.stderr.contains("[Errno 98]"),
             "the runtime did not start:\n{}",
             outcome.stderr
         );
