@@ -105,7 +105,14 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
         return EXIT_LICENSE;
     };
 
-    // Step 6.
+    // Step 6. A TERM or INT that came while licensing finished still means no emulator.
+    if let Some(signo) = signals::pending_stop() {
+        log::info!(
+            "got {} before the emulator started: exiting",
+            signals::name(signo)
+        );
+        exit_during_activation(128 + signo);
+    }
     let mut words = emulator::command_line(command, &settings).into_iter();
     let plan = Plan {
         program: words.next().unwrap_or_default(),

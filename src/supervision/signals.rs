@@ -236,6 +236,22 @@ impl SignalReader {
     }
 }
 
+/// `TERM` or `INT` if one is pending now, read without consuming it or any other signal.
+pub fn pending_stop() -> Option<i32> {
+    let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given, which is read only after it succeeded.
+    let pending = unsafe {
+        if libc::sigpending(pending.as_mut_ptr()) != 0 {
+            return None;
+        }
+        pending.assume_init()
+    };
+    // SAFETY: sigismember only reads the initialised set.
+    [libc::SIGTERM, libc::SIGINT]
+        .into_iter()
+        .find(|&signo| unsafe { libc::sigismember(&pending, signo) == 1 })
+}
+
 /// A signal's name for logs, e.g. `SIGTERM` or `SIGRTMIN+3`.
 pub fn name(signo: i32) -> String {
     if let Ok(signal) = Signal::try_from(signo) {
