@@ -21,9 +21,14 @@ LSINIT_RUNTIME_VENV=$(scripts/install-runtime.sh)
 export LSINIT_RUNTIME_VENV
 
 say "cargo test --workspace"
-cargo test --workspace
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace 2>&1 | tee "$results"
 
 if [[ -x scripts/fuzz.sh ]]; then
   say "short fuzz run"
   scripts/fuzz.sh
 fi
+
+# One closing line for the whole run, counted from cargo's own result lines.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"
