@@ -8,9 +8,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${BENCH_RUNS:-200}
 
-echo "bench: building lsinit (release)" >&2
-cargo build --release --quiet --bin lsinit
-lsinit=$PWD/target/release/lsinit
+# The static musl build is what an image ships, and what compares with tini-static and
+# catatonit; the glibc build is the fallback when the musl target cannot be had.
+musl=x86_64-unknown-linux-musl
+if rustup target add "$musl" >/dev/null 2>&1 &&
+  { command -v musl-gcc >/dev/null || apt-get install -y -qq musl-tools >/dev/null; }; then
+  echo "bench: building lsinit (release, static musl)" >&2
+  cargo build --release --quiet --target "$musl" --bin lsinit
+  lsinit=$PWD/target/$musl/release/lsinit
+else
+  echo "bench: building lsinit (release, glibc; the musl target is not available)" >&2
+  cargo build --release --quiet --bin lsinit
+  lsinit=$PWD/target/release/lsinit
+fi
 missing=()
 for tool in tini dumb-init catatonit; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if ((${#missing[@]})); then
