@@ -167,6 +167,9 @@ async fn wait_for_hooks(
                              failing script, the container stops",
                             boot_d.display()
                         );
+                        // The container stops: what the hooks started in the background must not
+                        // outlive lsinit (as PID 1 the namespace ends anyway).
+                        reaper::send(-hook.as_raw(), libc::SIGTERM);
                         return Err(status.clamp(1, 255) as u8);
                     }
                 }

@@ -1,6 +1,7 @@
 //! lsinit: the PID-1 entrypoint of the LocalStack Pro image. This file is the lifecycle of
 //! SPEC section 1 and nothing else: each step lives in its own module.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,14 +23,15 @@ const EXIT_LICENSE: u8 = 55;
 fn main() -> ExitCode {
     // Step 1: before any thread exists, and before lsinit opens anything of its own.
     if let Err(e) = signals::block_all() {
-        eprintln!("lsinit: cannot block signals: {e}");
+        // Not eprintln!: with stderr closed or a broken pipe it would panic instead of exiting.
+        let _ = writeln!(std::io::stderr(), "lsinit: cannot block signals: {e}");
         return ExitCode::from(EXIT_SETUP);
     }
     emulator::remember_inherited_descriptors();
     let invocation = match cli::parse(std::env::args_os().skip(1)) {
         Ok(invocation) => invocation,
         Err(e) => {
-            eprintln!("lsinit: {e}");
+            let _ = writeln!(std::io::stderr(), "lsinit: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -106,7 +108,7 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
     };
 
     // Step 6. A TERM or INT that came while licensing finished still means no emulator.
-    if let Some(signo) = signals::pending_stop() {
+    if let Some(signo) = signals.settle_before_start() {
         log::info!(
             "got {} before the emulator started: exiting",
             signals::name(signo)

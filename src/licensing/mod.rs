@@ -516,20 +516,23 @@ pub fn enforce(settings: &Settings, activation: &Activation) -> Option<Edition> 
 
 /// Prints `lsinit check`'s report (SPEC 3.7) on stdout; true when a license is active.
 pub fn report(activation: &Activation, elapsed: Duration) -> bool {
-    match activation {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let active = match activation {
         Activation::Active {
             license,
             kind,
             masked,
             source,
         } => {
-            println!("edition: pro");
-            println!("credential: {}={masked}", kind.variable());
+            let _ = writeln!(text, "edition: pro");
+            let _ = writeln!(text, "credential: {}={masked}", kind.variable());
             if let Some(license) = license {
-                println!("license: {} ({})", license.id, license.license_type);
-                println!("issued: {}", license.issue_date);
-                println!("valid until: {}", license.expiry_date);
-                println!("re-activate after: {}", license.reactivate_after);
+                let _ = writeln!(text, "license: {} ({})", license.id, license.license_type);
+                let _ = writeln!(text, "issued: {}", license.issue_date);
+                let _ = writeln!(text, "valid until: {}", license.expiry_date);
+                let _ = writeln!(text, "re-activate after: {}", license.reactivate_after);
             }
             let origin = match source {
                 LicenseSource::TestCredential => "test credential, no activation".to_string(),
@@ -537,18 +540,22 @@ pub fn report(activation: &Activation, elapsed: Duration) -> bool {
                 LicenseSource::Reactivated => "re-activated online".to_string(),
                 LicenseSource::Requested => "requested online".to_string(),
             };
-            println!("source: {origin}");
-            println!("took: {} ms", elapsed.as_millis());
+            let _ = writeln!(text, "source: {origin}");
+            let _ = writeln!(text, "took: {} ms", elapsed.as_millis());
             true
         }
         Activation::Failed(failure) => {
-            println!("edition: none (license activation failed)");
-            println!("reason: {failure}");
-            println!(
+            let _ = writeln!(text, "edition: none (license activation failed)");
+            let _ = writeln!(text, "reason: {failure}");
+            let _ = writeln!(
+                text,
                 "fix: follow the reason above; with ACTIVATE_PRO=0 LocalStack would start as the \
                  community edition"
             );
             false
         }
-    }
+    };
+    // println! would panic on a closed stdout (`lsinit check | head -1`); the status still counts.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    active
 }

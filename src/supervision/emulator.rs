@@ -42,11 +42,20 @@ pub struct SpawnError {
 }
 
 impl SpawnError {
+    /// 127 not found, 126 not executable (SPEC 9); any other failure (no memory, too many
+    /// processes) is lsinit failing to set up, 1.
     pub fn exit_code(&self) -> u8 {
+        let not_executable = self.error.kind() == io::ErrorKind::PermissionDenied
+            || matches!(
+                self.error.raw_os_error(),
+                Some(libc::ENOEXEC | libc::EISDIR | libc::ENOTDIR | libc::ELOOP)
+            );
         if self.error.kind() == io::ErrorKind::NotFound {
             127
-        } else {
+        } else if not_executable {
             126
+        } else {
+            1
         }
     }
 }
@@ -54,17 +63,22 @@ impl SpawnError {
 impl std::fmt::Display for SpawnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let program = Path::new(&self.program).display();
-        if self.exit_code() == 127 {
-            write!(
+        match self.exit_code() {
+            127 => write!(
                 f,
                 "cannot start the emulator: {program} was not found; check the command"
-            )
-        } else {
-            write!(
+            ),
+            126 => write!(
                 f,
                 "cannot start the emulator: {program} is not executable ({})",
                 self.error
-            )
+            ),
+            _ => write!(
+                f,
+                "cannot start the emulator {program}: {}; check the container's memory and \
+                 process limits",
+                self.error
+            ),
         }
     }
 }

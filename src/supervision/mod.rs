@@ -281,6 +281,9 @@ impl Supervisor<'_> {
     fn terminate_emulator(&mut self) {
         if let Some(emulator) = self.emulator {
             reaper::send(emulator.pid.as_raw(), libc::SIGTERM);
+            // A stopped emulator (Ctrl-Z, SIGSTOP) would hold the TERM pending until the KILL:
+            // CONT lets it act on it, and is harmless to a running one.
+            reaper::send(emulator.pid.as_raw(), libc::SIGCONT);
         }
         self.deadline = Some(Instant::now() + self.shutdown_timeout);
     }
@@ -509,8 +512,17 @@ impl Supervisor<'_> {
             reaper::send(-1, signo);
             return;
         }
-        for pid in reaper::descendants(getpid()) {
-            reaper::send(pid.as_raw(), signo);
+        match reaper::descendants(getpid()) {
+            Some(pids) => {
+                for pid in pids {
+                    reaper::send(pid.as_raw(), signo);
+                }
+            }
+            None => log::warn!(
+                "cannot find the processes the emulator left outside its group: /proc is missing \
+                 or belongs to another PID namespace; mount this namespace's /proc (as docker \
+                 does) so that they can be stopped"
+            ),
         }
     }
 

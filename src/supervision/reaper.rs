@@ -81,12 +81,18 @@ pub fn group_is_empty(group: Pid) -> bool {
     result != 0 && Errno::last() == Errno::ESRCH
 }
 
-/// Every live descendant of `root`, from `/proc` (parents before children).
-pub fn descendants(root: Pid) -> Vec<Pid> {
+/// Every descendant of `root`, from `/proc` (parents before children); `None` when `/proc` is
+/// missing or belongs to another PID namespace, whose numbers would name other processes.
+pub fn descendants(root: Pid) -> Option<Vec<Pid>> {
+    let own_proc = fs::read_link("/proc/self")
+        .ok()
+        .and_then(|link| link.to_str()?.parse::<i32>().ok())
+        == Some(nix::unistd::getpid().as_raw());
+    if !own_proc {
+        return None;
+    }
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
+    let entries = fs::read_dir("/proc").ok()?;
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -107,7 +113,7 @@ pub fn descendants(root: Pid) -> Vec<Pid> {
             queue.push_back(child);
         }
     }
-    found
+    Some(found)
 }
 
 /// The parent PID from `/proc/<pid>/stat`; the command name may hold spaces and parentheses,

@@ -221,6 +221,28 @@ impl SignalReader {
         Ok(SignalReader { fd })
     }
 
+    /// Reads, without waiting, every signal that came before the emulator exists: `TERM` or
+    /// `INT` is returned (lsinit must exit without starting it), exited children are reaped,
+    /// and anything else is dropped as SPEC 1 says (`USR1` then is no restart request).
+    pub fn settle_before_start(&mut self) -> Option<i32> {
+        loop {
+            match self.fd.get_ref().read_signal() {
+                Ok(Some(info)) => match info.ssi_signo as i32 {
+                    signo @ (libc::SIGTERM | libc::SIGINT) => return Some(signo),
+                    libc::SIGCHLD => {
+                        super::reaper::drain_all(None);
+                    }
+                    signo => log::debug!(
+                        "got {} before the emulator exists, dropping it",
+                        name(signo)
+                    ),
+                },
+                // Nothing left (the descriptor does not block), or unreadable: the loop sees it.
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
     /// The next pending signal's number. Pending signals that arrived before the reader was
     /// opened are read too: blocking keeps them queued on the process.
     pub async fn recv(&mut self) -> io::Result<i32> {
@@ -234,22 +256,6 @@ impl SignalReader {
             }
         }
     }
-}
-
-/// `TERM` or `INT` if one is pending now, read without consuming it or any other signal.
-pub fn pending_stop() -> Option<i32> {
-    let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigpending fills the set it is given, which is read only after it succeeded.
-    let pending = unsafe {
-        if libc::sigpending(pending.as_mut_ptr()) != 0 {
-            return None;
-        }
-        pending.assume_init()
-    };
-    // SAFETY: sigismember only reads the initialised set.
-    [libc::SIGTERM, libc::SIGINT]
-        .into_iter()
-        .find(|&signo| unsafe { libc::sigismember(&pending, signo) == 1 })
 }
 
 /// A signal's name for logs, e.g. `SIGTERM` or `SIGRTMIN+3`.

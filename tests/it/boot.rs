@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
@@ -285,4 +285,30 @@ fn missing_venv_python_with_boot_d_names_the_hook_command_and_the_fix() {
     );
     assert!(!marks.join("emulator-started").exists());
     assert!(sandbox.volume().join("logs").is_dir());
+}
+
+#[test]
+fn failing_boot_hooks_do_not_leave_their_background_processes_running() {
+    let sandbox = Sandbox::new();
+    let script = "(trap 'echo term > \"$MARKS/bg-term\"; exit 0' TERM; echo up > \"$MARKS/bg-up\"; \
+                  while :; do sleep 1; done) & \
+                  while [ ! -e \"$MARKS/bg-up\" ]; do sleep 0.01; done; exit 9";
+    let marks = stand_in_runtime(&sandbox, script, true);
+
+    let outcome = run(
+        sandbox.command(emulator(&marks)).env("ACTIVATE_PRO", "0"),
+        LIMIT,
+    );
+
+    assert_eq!(outcome.code(), Some(9), "{}", outcome.stderr);
+    // The background process got TERM through the hook's process group; it records that as it
+    // exits, after lsinit may already be gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marks.join("bg-term").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        marks.join("bg-term").exists(),
+        "the hook's background process never got TERM"
+    );
 }

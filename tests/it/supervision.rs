@@ -1506,3 +1506,94 @@ fn idle_lsinit_never_wakes_up(mode: Mode) {
     init.signal(libc::SIGTERM);
     assert_eq!(init.finish().code(), Some(17));
 }
+
+// Regressions from an adversarial run.
+
+/// A stopped emulator (Ctrl-Z, SIGSTOP) still acts on the shutdown's TERM: CONT follows it.
+fn stopped_emulator_still_stops_with_its_status(mode: Mode) {
+    let sandbox = Sandbox::new();
+    let script = "trap 'exit 7' TERM; echo ready; kill -STOP $$; while :; do sleep 1; done";
+    let mut init = Init::start(
+        mode,
+        lsinit(&sandbox, &sh(script)).env("SHUTDOWN_TIMEOUT", "30"),
+    );
+    init.wait_for_line("ready");
+    let emulator = only_child(init.pid);
+    wait_until("the emulator is stopped", || {
+        status_field(emulator, "State").is_some_and(|s| s.starts_with('T'))
+    });
+
+    let signalled = Instant::now();
+    init.signal(libc::SIGTERM);
+    let outcome = init.finish();
+
+    assert_eq!(outcome.code(), Some(7), "{}", outcome.stderr);
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "waited for the deadline: {took:?}"
+    );
+}
+
+in_both_modes!(stopped_emulator_still_stops_with_its_status);
+
+/// Without this namespace's /proc, lsinit cannot walk its descendants: it must say so, and
+/// must never signal pids read from another namespace's /proc.
+#[test]
+fn a_foreign_proc_is_not_trusted_for_leftovers() {
+    let sandbox = Sandbox::new();
+    let marks = sandbox.scratch();
+    let lsinit_command = lsinit(&sandbox, &sh("exit 3"));
+    // A new PID namespace without --mount-proc: /proc still shows the host's numbers. A sibling
+    // of lsinit that it must not touch records any TERM it gets.
+    let script = format!(
+        "(trap 'echo term > \"{m}/sibling\"; exit 0' TERM; echo up > \"{m}/sibling-up\"; \
+         while :; do sleep 1; done) & sibling=$!; \
+         while [ ! -e \"{m}/sibling-up\" ]; do sleep 0.01; done; \
+         \"$@\"; status=$?; kill -KILL $sibling; exit $status",
+        m = marks.display()
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script, "sh"])
+        .arg(lsinit_command.get_program())
+        .args(lsinit_command.get_args())
+        .env_clear();
+    for (name, value) in lsinit_command.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+
+    let outcome = run(&mut command, PATIENCE);
+
+    assert_eq!(outcome.code(), Some(3), "{}", outcome.stderr);
+    assert!(
+        !marks.join("sibling").exists(),
+        "lsinit signalled a process that is not its own"
+    );
+    assert!(
+        outcome.stderr.contains("belongs to another PID namespace"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+/// A usage error with a broken stderr still exits 2 (no panic on EPIPE).
+#[test]
+fn usage_error_with_a_closed_stderr_still_exits_2() {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors, which are owned below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned exactly once.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read_end);
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.command(["-x"]);
+    command.stdout(Stdio::null()).stderr(Stdio::from(write_end));
+
+    let status = command.status().expect("lsinit runs");
+
+    assert_eq!(status.code(), Some(2));
+}
