@@ -126,7 +126,17 @@ pub fn remove(path: &Path) -> io::Result<()> {
 /// and persisted there (mode 0644). A failed write keeps the id for this start only.
 pub fn machine_id(roots: &Roots) -> String {
     let path = cache_dir(roots).join("machine.json");
-    if let Ok(Some(bytes)) = read_small_file(&path) {
+    let existing = match read_small_file(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            log::debug!(
+                "cannot read {}: {e}, thus making a new machine id",
+                path.display()
+            );
+            None
+        }
+    };
+    if let Some(bytes) = existing {
         let id = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| {
