@@ -122,9 +122,15 @@ pub fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The machine id sent with every request: read from `<volume>/cache/machine.json`, or made
-/// and persisted there (mode 0644). A failed write keeps the id for this start only.
-pub fn machine_id(roots: &Roots) -> String {
+/// The machine id sent with every request, read from `<volume>/cache/machine.json`, or made:
+/// then `fresh`, to be kept with [`keep_machine_id`] once a request has been made, so that a
+/// start stopped before its request touches no file.
+pub struct MachineId {
+    pub id: String,
+    pub fresh: bool,
+}
+
+pub fn machine_id(roots: &Roots) -> MachineId {
     let path = cache_dir(roots).join("machine.json");
     let existing = match read_small_file(&path) {
         Ok(bytes) => bytes,
@@ -145,19 +151,30 @@ pub fn machine_id(roots: &Roots) -> String {
                     .map(str::to_string)
             });
         match id {
-            Some(id) if !id.is_empty() => return id,
+            Some(id) if !id.is_empty() => return MachineId { id, fresh: false },
             _ => log::debug!(
                 "{} holds no machine_id, thus making a new one",
                 path.display()
             ),
         }
     }
-    let id = format!("gen_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff);
-    let document = serde_json::json!({ "machine_id": id });
+    MachineId {
+        id: format!("gen_{:012x}", fastrand::u64(..) & 0xffff_ffff_ffff),
+        fresh: true,
+    }
+}
+
+/// Persists a fresh machine id (mode 0644); a failed write keeps it for this start only.
+pub fn keep_machine_id(roots: &Roots, machine: &mut MachineId) {
+    if !machine.fresh {
+        return;
+    }
+    machine.fresh = false;
+    let path = cache_dir(roots).join("machine.json");
+    let document = serde_json::json!({ "machine_id": machine.id });
     if let Err(e) = write_atomically(&path, document.to_string().as_bytes(), 0o644) {
         log::debug!("cannot keep the machine id in {}: {e}", path.display());
     }
-    id
 }
 
 #[cfg(test)]
@@ -233,10 +250,14 @@ mod tests {
             static_files: dir.path().join("usr"),
             venv: dir.path().join("venv"),
         };
-        let first = machine_id(&roots);
-        assert!(first.starts_with("gen_") && first.len() == 16, "{first}");
-        assert_eq!(machine_id(&roots), first);
+        let mut made = machine_id(&roots);
+        assert!(made.fresh);
         let path = dir.path().join("cache/machine.json");
+        assert!(!path.exists(), "nothing is written before a request");
+        keep_machine_id(&roots, &mut made);
+        let first = machine_id(&roots).id;
+        assert!(first.starts_with("gen_") && first.len() == 16, "{first}");
+        assert_eq!(machine_id(&roots).id, made.id);
         assert_eq!(
             fs::metadata(path).unwrap().permissions().mode() & 0o777,
             0o644

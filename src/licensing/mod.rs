@@ -176,8 +176,9 @@ fn activate_steps(settings: &Settings) -> Result<Activation, Failure> {
     }
 
     let mut client = Client::new(settings).map_err(|e| Failure::new(e.to_string()))?;
+    let mut machine_id = cache::machine_id(&settings.roots);
     let machine = Machine {
-        id: cache::machine_id(&settings.roots),
+        id: machine_id.id.clone(),
         ci: settings.ci,
     };
     if let Some(license) = stale {
@@ -192,7 +193,9 @@ fn activate_steps(settings: &Settings) -> Result<Activation, Failure> {
         let call = Call::Activate {
             license_id: &license.id,
         };
-        match client.call(call, &credential, &version, &machine) {
+        let answer = client.call(call, &credential, &version, &machine);
+        cache::keep_machine_id(&settings.roots, &mut machine_id);
+        match answer {
             Ok(document) => {
                 let license = accept(document, &credential, &version, client.endpoint(), settings)?;
                 return Ok(active(license, LicenseSource::Reactivated));
@@ -213,7 +216,9 @@ fn activate_steps(settings: &Settings) -> Result<Activation, Failure> {
             }
         }
     }
-    match client.call(Call::Request, &credential, &version, &machine) {
+    let answer = client.call(Call::Request, &credential, &version, &machine);
+    cache::keep_machine_id(&settings.roots, &mut machine_id);
+    match answer {
         Ok(document) => {
             let license = accept(document, &credential, &version, client.endpoint(), settings)?;
             Ok(active(license, LicenseSource::Requested))

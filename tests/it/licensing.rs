@@ -1659,10 +1659,70 @@ fn assert_stops_during_activation(fault: Fault, signal: i32, expected: i32) {
     );
     assert!(rig.emulator_env().is_none(), "the emulator started");
     assert_eq!(rig.server.request_count(), 1);
+    // Nothing at all: no license, no temp file, and no machine.json (kept only once a request
+    // has come back). <volume>/logs is the boot step's, before licensing.
+    let left = names_in(&rig.sandbox.volume().join("cache"));
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
+#[test]
+fn term_during_a_retry_after_wait_exits_143_at_once_leaving_nothing() {
+    let rig = Rig::knowing_token();
+    rig.server.push_fault(Fault::Status {
+        status: 429,
+        body: String::new(),
+        headers: vec![("Retry-After".into(), "20".into())],
+    });
+    let mut command = rig.command();
+    command
+        .env("LOCALSTACK_AUTH_TOKEN", TOKEN)
+        .env("LSINIT_ACTIVATION_TIMEOUT", "60");
+    let running = Running::start(&mut command);
+    assert!(
+        rig.server.wait_for_requests(1, LIMIT),
+        "no request reached the server"
+    );
+
+    // The 429 came back; lsinit now waits 20 s before its second attempt.
+    let signalled = Instant::now();
+    running.signal(libc::SIGTERM);
+    let outcome = running.finish(LIMIT);
+
+    assert_eq!(outcome.code(), Some(143), "{}", outcome.stderr);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(rig.server.request_count(), 1, "the wait was not cut short");
+    assert!(rig.emulator_env().is_none(), "the emulator started");
+    assert!(!rig.cache_file().exists());
     let left = names_in(&rig.sandbox.volume().join("cache"));
     assert!(
         left.iter().all(|name| name == "machine.json"),
         "left in the cache: {left:?}"
+    );
+}
+
+#[test]
+fn supervisor_command_is_the_emulator_when_no_command_is_given() {
+    let rig = Rig::new();
+    let marker = rig.sandbox.scratch().join("ran");
+    let mut command = rig.sandbox.command(Vec::<&str>::new());
+    command.env("ACTIVATE_PRO", "0").env(
+        "LOCALSTACK_SUPERVISOR_COMMAND",
+        format!(
+            "sh -c 'echo \"$1 $ACTIVATE_PRO\" > \"$0\"' '{}' 'from the variable'",
+            marker.display()
+        ),
+    );
+
+    let outcome = run(&mut command, LIMIT);
+
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
+    assert_eq!(
+        fs::read_to_string(&marker).unwrap(),
+        "from the variable 0\n"
     );
 }
 
