@@ -13,6 +13,14 @@ pids=()
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
+  # TERM first: lsinit then stops the runtime it supervises; KILL only what is still there.
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.2
+  done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
