@@ -1107,6 +1107,7 @@ fn invalid_json_is_broken_with_an_excerpt() {
     let (outcome, server, _sandbox) = with_fault(fault, &[]);
     let reason = assert_failed(&outcome, &["HTTP 200", "not JSON", "<html><body>"]);
     assert!(!reason.contains('\x1b'), "{reason:?}");
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("invalid JSON", &outcome, server.request_count());
 }
@@ -1122,6 +1123,7 @@ fn json_with_wrong_types_is_broken() {
     };
     let (outcome, server, sandbox) = with_fault(fault, &[]);
     assert_failed(&outcome, &["sent a license that cannot be used"]);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     assert!(!sandbox.cache_file().exists());
     record("wrong types", &outcome, server.request_count());
@@ -1138,6 +1140,7 @@ fn extra_fields_are_accepted_and_dropped_from_the_file() {
     };
     let (outcome, server, sandbox) = with_fault(fault, &[]);
     assert_active(&outcome);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     let cached: Value =
         serde_json::from_slice(&std::fs::read(sandbox.cache_file()).unwrap()).unwrap();
@@ -1156,6 +1159,7 @@ fn a_bad_signature_is_broken() {
     };
     let (outcome, server, sandbox) = with_fault(fault, &[]);
     assert_failed(&outcome, &["cannot be used", "signature does not match"]);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     assert!(!sandbox.cache_file().exists());
     record("bad signature", &outcome, server.request_count());
@@ -1178,6 +1182,7 @@ fn an_expired_license_is_broken() {
         ..LicenseTemplate::default()
     });
     assert_failed(&outcome, &["cannot be used", "expired on"]);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("expired license", &outcome, server.request_count());
 }
@@ -1189,6 +1194,7 @@ fn an_inactive_license_is_broken() {
         ..LicenseTemplate::default()
     });
     assert_failed(&outcome, &["cannot be used", "status is INACTIVE"]);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("inactive license", &outcome, server.request_count());
 }
@@ -1198,6 +1204,7 @@ fn a_rejection_code_is_definitive() {
     let fault = Fault::Reject("licensing.license.expired".into());
     let (outcome, server, _sandbox) = with_fault(fault, &[]);
     assert_failed(&outcome, &["the license has expired", "HTTP 403 from"]);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record(
         "403 licensing.license.expired",
@@ -1221,6 +1228,7 @@ fn status(status: u16, body: &str, headers: &[(&str, &str)]) -> Fault {
 fn too_many_requests_with_retry_after_seconds_then_200() {
     let (outcome, server, _sandbox) = with_fault(status(429, "", &[("Retry-After", "1")]), &[]);
     assert_active(&outcome);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 2);
     assert!(outcome.elapsed >= Duration::from_secs(1), "{outcome:#?}");
     assert!(
@@ -1262,7 +1270,15 @@ fn too_many_requests_with_retry_after_date_then_200() {
 fn unavailable_with_retry_after_then_200() {
     let (outcome, server, _sandbox) = with_fault(status(503, "", &[("Retry-After", "1")]), &[]);
     assert_active(&outcome);
+    assert_within_budget(&outcome);
+    // The retry waited the full Retry-After, no less.
+    assert!(outcome.elapsed >= Duration::from_secs(1), "{outcome:#?}");
     assert_eq!(server.request_count(), 2);
+    assert!(
+        outcome.stderr.contains("attempt 2/5 in 1.0 s"),
+        "{}",
+        outcome.stderr
+    );
     record(
         "503 Retry-After: 1, then 200",
         &outcome,
@@ -1320,6 +1336,7 @@ fn retry_after_zero_still_backs_off_instead_of_hammering_the_server() {
 fn retry_after_in_decimal_seconds_is_honoured() {
     let (outcome, server, _sandbox) = with_fault(status(429, "", &[("Retry-After", "1.5")]), &[]);
     assert_active(&outcome);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 2);
     assert!(
         outcome.elapsed >= Duration::from_millis(1500),
@@ -1338,6 +1355,7 @@ fn unavailable_with_a_negative_or_garbage_retry_after_is_not_repeated() {
         let fault = status(503, "", &[("Retry-After", value)]);
         let (outcome, server, _sandbox) = with_fault(fault, &[]);
         assert_failed(&outcome, &["HTTP 503", "not repeated"]);
+        assert_within_budget(&outcome);
         assert_eq!(server.request_count(), 1, "{value}");
     }
 }
@@ -1374,6 +1392,7 @@ fn a_retry_the_remaining_budget_cannot_hold_is_not_sent() {
 fn internal_server_error_is_not_repeated() {
     let (outcome, server, _sandbox) = with_fault(status(500, r#"{"error":"boom"}"#, &[]), &[]);
     assert_failed(&outcome, &["HTTP 500", "boom", "not repeated"]);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("500", &outcome, server.request_count());
 }
@@ -1382,6 +1401,7 @@ fn internal_server_error_is_not_repeated() {
 fn unavailable_without_retry_after_is_not_repeated() {
     let (outcome, server, _sandbox) = with_fault(status(503, "", &[]), &[]);
     assert_failed(&outcome, &["HTTP 503", "not repeated"]);
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("503 without Retry-After", &outcome, server.request_count());
 }
@@ -1396,6 +1416,7 @@ fn proxy_authentication_required_from_the_server_path() {
             "https_proxy=http://user:password@",
         ],
     );
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("407", &outcome, server.request_count());
 }
@@ -1412,6 +1433,7 @@ fn forbidden_without_a_licensing_code_is_broken() {
             "firewall",
         ],
     );
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("403 without code", &outcome, server.request_count());
 }
@@ -1432,6 +1454,7 @@ fn a_json_escaped_echo_of_the_token_is_masked_in_the_excerpt() {
     );
     assert!(!reason.contains("u002d"), "{reason}");
     outcome.assert_free_of("ghijklmnf90e");
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
 }
 
@@ -1448,6 +1471,7 @@ fn not_found_from_a_mistyped_endpoint_is_broken() {
             "check API_ENDPOINT",
         ],
     );
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("404", &outcome, server.request_count());
 }
@@ -1467,6 +1491,7 @@ fn a_redirect_is_not_followed_and_its_target_is_named() {
             "API_ENDPOINT",
         ],
     );
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     record("302 redirect", &outcome, server.request_count());
 }
@@ -1482,6 +1507,7 @@ fn reset_after_the_request_was_sent_is_not_repeated() {
             "not repeated",
         ],
     );
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     assert!(!outcome.stderr.contains("attempt 2/"), "{}", outcome.stderr);
     record(
@@ -1512,6 +1538,7 @@ fn tls_reset_after_the_request_was_sent_is_not_repeated() {
             "not repeated",
         ],
     );
+    assert_within_budget(&outcome);
     assert_eq!(server.request_count(), 1);
     assert_eq!(server.tls_connections(), 1);
     record(
@@ -1548,6 +1575,7 @@ fn tls_reset_or_close_during_the_handshake_is_retried() {
         );
         assert_eq!(server.tls_connections(), 2);
         assert_eq!(server.tls_handshakes(), 1);
+        assert_within_budget(&outcome);
         assert_eq!(server.request_count(), 1);
         record(
             &format!("{fault:?}, then 200"),

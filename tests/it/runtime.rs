@@ -5,7 +5,8 @@
 //! venv is found through `LSINIT_RUNTIME_VENV` or the script's default location.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use license_server::{Credential, LicenseServer};
 
@@ -67,25 +68,35 @@ fn request_restart(port: u16) {
 
 /// Starts lsinit with the real runtime, retrying on a port clash; returns it when `Ready.`.
 fn start_runtime(sandbox: &Sandbox, server: &LicenseServer, venv: &PathBuf) -> (Running, u16) {
+    start_runtime_with(sandbox, server, venv, |lsinit| lsinit)
+}
+
+/// As [`start_runtime`], with lsinit's command passed through `launch` first (to run it under
+/// another program).
+fn start_runtime_with(
+    sandbox: &Sandbox,
+    server: &LicenseServer,
+    venv: &PathBuf,
+    launch: impl Fn(Command) -> Command,
+) -> (Running, u16) {
     for _ in 0..3 {
         let port = free_port();
-        let mut running = Running::start(
-            sandbox
-                .command(Vec::<&str>::new())
-                .env("LOCALSTACK_AUTH_TOKEN", TOKEN)
-                .env("API_ENDPOINT", server.url())
-                .env("LSINIT_VENV_DIR", venv)
-                .env_remove("LOCALSTACK_BUILD_VERSION")
-                .env(
-                    "HOME",
-                    std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
-                )
-                .env("DNS_ADDRESS", "0")
-                .env("DISABLE_EVENTS", "1")
-                .env("SKIP_SSL_CERT_DOWNLOAD", "1")
-                .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-                .env("SHUTDOWN_TIMEOUT", "30"),
-        );
+        let mut lsinit = sandbox.command(Vec::<&str>::new());
+        lsinit
+            .env("LOCALSTACK_AUTH_TOKEN", TOKEN)
+            .env("API_ENDPOINT", server.url())
+            .env("LSINIT_VENV_DIR", venv)
+            .env_remove("LOCALSTACK_BUILD_VERSION")
+            .env(
+                "HOME",
+                std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+            )
+            .env("DNS_ADDRESS", "0")
+            .env("DISABLE_EVENTS", "1")
+            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SHUTDOWN_TIMEOUT", "30");
+        let mut running = Running::start(&mut launch(lsinit));
         if running.try_wait_for_line("Ready.", START_LIMIT) {
             return (running, port);
         }
@@ -98,6 +109,38 @@ fn start_runtime(sandbox: &Sandbox, server: &LicenseServer, venv: &PathBuf) -> (
         );
     }
     panic!("the runtime could not bind a free port three times in a row");
+}
+
+/// `lsinit` as PID 1 of a new PID namespace, with the same arguments and environment (as the
+/// supervision tests start it). `--kill-child`: if the test dies, the namespace dies with it.
+fn as_pid1(lsinit: Command) -> Command {
+    let mut unshare = Command::new("unshare");
+    unshare
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+        .arg(lsinit.get_program())
+        .args(lsinit.get_args())
+        .env_clear()
+        .stdin(Stdio::null());
+    for (name, value) in lsinit.get_envs() {
+        if let Some(value) = value {
+            unshare.env(name, value);
+        }
+    }
+    unshare
+}
+
+/// The only child of `parent`: lsinit, forked by `unshare --fork`, as the test sees it.
+fn only_child(parent: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        if let Some(child) = children.split_whitespace().find_map(|p| p.parse().ok()) {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "unshare never forked lsinit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -159,4 +202,52 @@ fn real_runtime_starts_restarts_twice_and_stops_with_its_own_status() {
         outcome.stderr
     );
     assert!(!std::path::Path::new(&format!("/proc/{previous}")).exists());
+}
+
+#[test]
+fn real_runtime_as_pid1_starts_restarts_and_stops_with_its_own_status() {
+    let venv = runtime_venv();
+    let sandbox = Sandbox::new();
+    let server = LicenseServer::start().expect("server");
+    server.add_credential(Credential::auth_token(TOKEN));
+
+    let (mut running, port) = start_runtime_with(&sandbox, &server, &venv, as_pid1);
+    // The pid the test signals: unshare's child, PID 1 inside the namespace.
+    let lsinit_pid = only_child(running.pid());
+    assert!(health(port)["services"].is_object());
+    assert_eq!(server.request_count(), 1, "one activation request");
+    let first = emulator_pid(lsinit_pid).expect("the emulator runs");
+    let environ = std::fs::read(format!("/proc/{first}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.split('\0').any(|v| v == "SUPERVISOR_PID=1"),
+        "the runtime must signal PID 1 inside the namespace"
+    );
+
+    request_restart(port);
+    running.wait_for_line("Ready.", START_LIMIT);
+    let second = emulator_pid(lsinit_pid).expect("a new emulator runs");
+    assert_ne!(second, first, "the restart started a new emulator process");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first}")).exists(),
+        "old one gone"
+    );
+    assert!(health(port)["services"].is_object());
+    assert_eq!(
+        only_child(running.pid()),
+        lsinit_pid,
+        "lsinit's pid never changes"
+    );
+    assert_eq!(
+        server.request_count(),
+        1,
+        "the restart reuses the cached license"
+    );
+
+    // SAFETY: kill(2) to lsinit, which this test started (through unshare).
+    assert_eq!(unsafe { libc::kill(lsinit_pid, libc::SIGTERM) }, 0);
+    let outcome = running.finish(Duration::from_secs(60));
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.stderr);
+    assert_eq!(outcome.stdout.matches("Ready.").count(), 2);
+    assert!(!std::path::Path::new(&format!("/proc/{second}")).exists());
 }
