@@ -74,12 +74,16 @@ pub async fn run_hooks(
                     boot_d.display(),
                     boot_d.display()
                 );
-            } else {
+            } else if e.exit_code() == 126 {
                 log::error!(
-                    "cannot run the BOOT hooks of {}: `{command}` is not executable ({})",
+                    "cannot run the BOOT hooks of {}: `{command}` is not executable ({}); fix \
+                     the venv's python or remove {}",
                     boot_d.display(),
-                    e.error
+                    e.error,
+                    boot_d.display()
                 );
+            } else {
+                log::error!("cannot run the BOOT hooks of {}: {e}", boot_d.display());
             }
             return Err(e.exit_code());
         }

@@ -36,12 +36,13 @@ fn main() -> ExitCode {
         }
     };
     match invocation {
+        // writeln!, not println!: `lsinit --help | head -1` must not panic.
         Invocation::Help => {
-            println!("{}", cli::USAGE);
+            let _ = writeln!(std::io::stdout(), "{}", cli::USAGE);
             return ExitCode::SUCCESS;
         }
         Invocation::Version => {
-            println!("lsinit {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(std::io::stdout(), "lsinit {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Invocation::Check | Invocation::Start { .. } => {}
@@ -98,6 +99,7 @@ async fn run(invocation: Invocation, settings: Settings) -> u8 {
     let activation = activate_unless_stopped(&settings, &mut signals).await;
     let command = match invocation {
         Invocation::Start { command } => command,
+        // Help and Version returned before the settings were read.
         Invocation::Check | Invocation::Help | Invocation::Version => {
             let active = licensing::report(&activation, started.elapsed());
             return if active { 0 } else { EXIT_LICENSE };
@@ -204,7 +206,8 @@ async fn activate_unless_stopped(
             },
             activation = &mut outcome => {
                 return activation.unwrap_or_else(|_| Activation::Failed(licensing::Failure {
-                    reason: "the activation stopped unexpectedly".into(),
+                    reason: "the activation stopped unexpectedly, which is a bug in lsinit; please report it with \
+                     the log above".into(),
                     no_credentials: false,
                 }));
             }

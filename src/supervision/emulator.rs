@@ -197,8 +197,20 @@ pub fn spawn(plan: &Plan) -> Result<Emulator, SpawnError> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .process_group(0);
-    if let Some(cwd) = &plan.cwd {
-        command.current_dir(cwd);
+    match &plan.cwd {
+        Some(cwd) if cwd.is_dir() => {
+            command.current_dir(cwd);
+        }
+        // Gone since lsinit started (a restart much later): a missing directory would fail the
+        // spawn as if the program were missing.
+        Some(cwd) => {
+            log::warn!(
+                "the starting directory {} is gone; starting the emulator in /",
+                cwd.display()
+            );
+            command.current_dir("/");
+        }
+        None => {}
     }
     let foreground = plan.foreground;
     // Listed here, in the parent: the child may not allocate. Descriptors std opens for the spawn

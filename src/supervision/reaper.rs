@@ -119,8 +119,11 @@ pub fn descendants(root: Pid) -> Option<Vec<Pid>> {
 /// The parent PID from `/proc/<pid>/stat`; the command name may hold spaces and parentheses,
 /// so the fields are read after its last `)`.
 fn parent_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
+    // Bytes, not a String: the kernel cuts the name at 15 bytes, which can split a multi-byte
+    // character, and such a process must still be found.
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let rest = std::str::from_utf8(rest).ok()?;
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 

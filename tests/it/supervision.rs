@@ -1689,3 +1689,24 @@ fn usage_error_with_a_closed_stderr_still_exits_2() {
 
     assert_eq!(status.code(), Some(2));
 }
+
+/// `--help` and `--version` with a closed stdout still exit 0 (no panic on EPIPE).
+#[test]
+fn help_and_version_with_a_closed_stdout_still_exit_0() {
+    for flag in ["--help", "--version"] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the two descriptors, which are owned below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned exactly once.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read_end);
+        let sandbox = Sandbox::new();
+        let mut command = sandbox.command([flag]);
+        command.stdout(Stdio::from(write_end)).stderr(Stdio::null());
+
+        let status = command.status().expect("lsinit runs");
+
+        assert_eq!(status.code(), Some(0), "{flag}");
+    }
+}
