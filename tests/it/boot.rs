@@ -137,23 +137,12 @@ fn failing_boot_hooks_stop_the_container_with_their_status() {
 }
 
 /// lsinit as PID 1 of a new PID namespace (never on the host), or as an ordinary child.
-fn launch(as_pid1: bool, lsinit: &Command) -> Command {
-    let mut command = if as_pid1 {
-        let mut unshare = Command::new("unshare");
-        unshare
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
-            .arg(lsinit.get_program());
-        unshare
+fn launch(pid1: bool, lsinit: &Command) -> Command {
+    if pid1 {
+        as_pid1(lsinit)
     } else {
-        Command::new(lsinit.get_program())
-    };
-    command.args(lsinit.get_args()).env_clear();
-    for (name, value) in lsinit.get_envs() {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
+        copy_of(lsinit)
     }
-    command
 }
 
 /// TERM (or INT) while a cooperative hook runs: the hook gets it through its process group, has

@@ -144,15 +144,12 @@ fn a_missing_volume_is_created_and_a_read_only_one_only_warns() {
     let server = start_server();
     fs::create_dir_all(sandbox.volume()).unwrap();
     let volume = sandbox.volume();
-    let command = check(&sandbox, &server);
-    let program = command.get_program().to_owned();
-    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
     let script = format!(
         "mount --bind '{v}' '{v}' && mount -o remount,bind,ro '{v}' && exec \"$@\"",
         v = volume.display()
     );
-    let mut wrapped = Command::new("unshare");
-    wrapped.args([
+    let mut unshare = Command::new("unshare");
+    unshare.args([
         "--mount",
         "--propagation",
         "private",
@@ -161,16 +158,9 @@ fn a_missing_volume_is_created_and_a_read_only_one_only_warns() {
         &script,
         "sh",
     ]);
-    wrapped.arg(program).args(args);
-    for (name, value) in command.get_envs() {
-        match value {
-            Some(value) => wrapped.env(name, value),
-            None => wrapped.env_remove(name),
-        };
-    }
-    wrapped
-        .env_remove("PATH")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut wrapped = wrapped(unshare, &check(&sandbox, &server));
+    // mount lives in /usr/sbin, which the harness's PATH may lack.
+    wrapped.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
 
     let outcome = run(&mut wrapped, LIMIT);
 

@@ -360,3 +360,55 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// A new command for lsinit's program with lsinit's arguments, environment (nothing else) and
+/// directory, stdin from /dev/null: to start a prepared lsinit another way.
+pub fn copy_of(lsinit: &Command) -> Command {
+    take_over(Command::new(lsinit.get_program()), lsinit)
+}
+
+/// `wrapper` followed by lsinit's program and arguments, with lsinit's environment (nothing
+/// else) and directory: lsinit under `unshare`, a shell script or a launcher.
+pub fn wrapped(mut wrapper: Command, lsinit: &Command) -> Command {
+    wrapper.arg(lsinit.get_program());
+    take_over(wrapper, lsinit)
+}
+
+/// lsinit as PID 1 of a new PID namespace; `--kill-child` takes the namespace down with the
+/// test if it dies. PID-1 code paths never run on the host.
+pub fn as_pid1(lsinit: &Command) -> Command {
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"]);
+    wrapped(unshare, lsinit)
+}
+
+fn take_over(mut command: Command, lsinit: &Command) -> Command {
+    command
+        .args(lsinit.get_args())
+        .env_clear()
+        .stdin(Stdio::null());
+    for (name, value) in lsinit.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    if let Some(dir) = lsinit.get_current_dir() {
+        command.current_dir(dir);
+    }
+    command
+}
+
+/// The only child of `parent` once it exists: lsinit, forked by `unshare --fork` (or by a
+/// launcher). Polled, as no readiness signal exists for another process's fork.
+pub fn only_child(parent: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        if let Some(child) = children.split_whitespace().find_map(|p| p.parse().ok()) {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "process {parent} never forked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

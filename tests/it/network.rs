@@ -9,7 +9,7 @@
 //! the host also runs with DNS switched off ([`without_dns`]).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use license_server::{
@@ -149,19 +149,9 @@ fn isolated(command: &Command) -> Command {
 
 /// `command` run by `unshare NAMESPACE -- sh -c SCRIPT ARG0 PROGRAM ARGS…`, same environment.
 fn unshare(command: &Command, namespace: &str, script: &str, arg0: &str) -> Command {
-    let mut wrapped = Command::new("unshare");
-    wrapped
-        .args([namespace, "--", "sh", "-c", script, arg0])
-        .arg(command.get_program())
-        .args(command.get_args())
-        .env_clear()
-        .stdin(Stdio::null());
-    for (name, value) in command.get_envs() {
-        if let Some(value) = value {
-            wrapped.env(name, value);
-        }
-    }
-    wrapped
+    let mut unshare = Command::new("unshare");
+    unshare.args([namespace, "--", "sh", "-c", script, arg0]);
+    wrapped(unshare, command)
 }
 
 /// The `reason:` line of `lsinit check`.

@@ -5,8 +5,8 @@
 //! venv is found through `LSINIT_RUNTIME_VENV` or the script's default location.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use license_server::{Credential, LicenseServer};
 
@@ -111,38 +111,6 @@ fn start_runtime_with(
     panic!("the runtime could not bind a free port three times in a row");
 }
 
-/// `lsinit` as PID 1 of a new PID namespace, with the same arguments and environment (as the
-/// supervision tests start it). `--kill-child`: if the test dies, the namespace dies with it.
-fn as_pid1(lsinit: Command) -> Command {
-    let mut unshare = Command::new("unshare");
-    unshare
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
-        .arg(lsinit.get_program())
-        .args(lsinit.get_args())
-        .env_clear()
-        .stdin(Stdio::null());
-    for (name, value) in lsinit.get_envs() {
-        if let Some(value) = value {
-            unshare.env(name, value);
-        }
-    }
-    unshare
-}
-
-/// The only child of `parent`: lsinit, forked by `unshare --fork`, as the test sees it.
-fn only_child(parent: i32) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .unwrap_or_default();
-        if let Some(child) = children.split_whitespace().find_map(|p| p.parse().ok()) {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "unshare never forked lsinit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn real_runtime_starts_restarts_twice_and_stops_with_its_own_status() {
     let venv = runtime_venv();
@@ -211,7 +179,8 @@ fn real_runtime_as_pid1_starts_restarts_and_stops_with_its_own_status() {
     let server = LicenseServer::start().expect("server");
     server.add_credential(Credential::auth_token(TOKEN));
 
-    let (mut running, port) = start_runtime_with(&sandbox, &server, &venv, as_pid1);
+    let (mut running, port) =
+        start_runtime_with(&sandbox, &server, &venv, |lsinit| as_pid1(&lsinit));
     // The pid the test signals: unshare's child, PID 1 inside the namespace.
     let lsinit_pid = only_child(running.pid());
     assert!(health(port)["services"].is_object());

@@ -23,7 +23,10 @@ use license_server::{
     Credential, Fault, LicenseServer, LicenseTemplate, make_license, new_license_id, parse_date,
 };
 
-use crate::harness::{Outcome, Running, Sandbox, TOKEN, VERSION, run, wait_with_limit};
+use crate::harness::{
+    Outcome, Running, Sandbox, TOKEN, VERSION, as_pid1, copy_of, only_child, run, wait_with_limit,
+    wrapped,
+};
 
 /// How long any single wait may take before the test fails: generous, for a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -128,28 +131,10 @@ fn lsinit(sandbox: &Sandbox, command: &[OsString]) -> Command {
 /// The same program, arguments, environment and directory as `lsinit`, started the way `mode`
 /// says. Pre-exec hooks and stdio are set on the result.
 fn launcher(mode: Mode, lsinit: &Command) -> Command {
-    let mut command = match mode {
-        Mode::Subreaper => Command::new(lsinit.get_program()),
-        Mode::Pid1 => {
-            let mut unshare = Command::new("unshare");
-            // --kill-child: if the test dies, the namespace dies with it.
-            unshare
-                .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
-                .arg(lsinit.get_program());
-            unshare
-        }
-    };
-    command.args(lsinit.get_args()).env_clear();
-    for (name, value) in lsinit.get_envs() {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
+    match mode {
+        Mode::Subreaper => copy_of(lsinit),
+        Mode::Pid1 => as_pid1(lsinit),
     }
-    if let Some(dir) = lsinit.get_current_dir() {
-        command.current_dir(dir);
-    }
-    command.stdin(Stdio::null());
-    command
 }
 
 /// A running lsinit in either mode, with its own pid as the test sees it.
@@ -248,16 +233,6 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// The single child of `parent` (lsinit under `unshare --fork`), once it exists.
-fn only_child(parent: i32) -> i32 {
-    let mut child = None;
-    wait_until("unshare has forked lsinit", || {
-        child = children(parent).first().copied();
-        child.is_some()
-    });
-    child.expect("waited for it")
 }
 
 fn status_field(pid: i32, field: &str) -> Option<String> {
@@ -1461,7 +1436,7 @@ fn on_terminal(mode: Mode, terminal: &Terminal, lsinit: &Command) -> Init {
         Mode::Pid1 => "exec",
         Mode::Subreaper => "fork",
     };
-    let mut command = match mode {
+    let mut helper = match mode {
         Mode::Pid1 => {
             let mut unshare = Command::new("unshare");
             unshare.args([
@@ -1476,19 +1451,8 @@ fn on_terminal(mode: Mode, terminal: &Terminal, lsinit: &Command) -> Init {
         }
         Mode::Subreaper => Command::new(python()),
     };
-    command
-        .arg(fixture("ctty.py"))
-        .arg(how)
-        .arg(&terminal.slave)
-        .arg(lsinit.get_program())
-        .args(lsinit.get_args())
-        .env_clear()
-        .stdin(Stdio::null());
-    for (name, value) in lsinit.get_envs() {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
-    }
+    helper.arg(fixture("ctty.py")).arg(how).arg(&terminal.slave);
+    let command = wrapped(helper, lsinit);
     let mut init = Init::start_command(Mode::Subreaper, command);
     // lsinit is the child of unshare (after the helper's exec) or of the helper.
     init.pid = only_child(init.pid);
@@ -1645,17 +1609,9 @@ fn a_foreign_proc_is_not_trusted_for_leftovers() {
          \"$@\"; status=$?; kill -KILL $sibling; exit $status",
         m = marks.display()
     );
-    let mut command = Command::new("unshare");
-    command
-        .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script, "sh"])
-        .arg(lsinit_command.get_program())
-        .args(lsinit_command.get_args())
-        .env_clear();
-    for (name, value) in lsinit_command.get_envs() {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
-    }
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--pid", "--fork", "--kill-child", "sh", "-c", &script, "sh"]);
+    let mut command = wrapped(unshare, &lsinit_command);
 
     let outcome = run(&mut command, PATIENCE);
 
