@@ -6,8 +6,10 @@
 //! `Connection: close`.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Largest request body accepted; a larger one is answered 413.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -323,6 +325,21 @@ fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Status",
+    }
+}
+
+/// Stops an accept loop that has been told to stop: `accept` has no timeout, so a connection
+/// of our own wakes it to see that, then the thread is joined.
+///
+/// LIMITATION: if the wake-up connection fails, the accept thread is left detached; it holds
+/// only the listener and exits at its next connection.
+pub(crate) fn stop_acceptor(port: u16, acceptor: Option<JoinHandle<()>>) {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let woken = TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok();
+    if let Some(acceptor) = acceptor
+        && woken
+    {
+        let _ = acceptor.join();
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -149,13 +149,7 @@ impl Drop for ConnectProxy {
                 let _ = connection.shutdown(Shutdown::Both);
             }
         }
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let woken = TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok();
-        if let Some(acceptor) = self.acceptor.take()
-            && woken
-        {
-            let _ = acceptor.join();
-        }
+        crate::http::stop_acceptor(self.port, self.acceptor.take());
     }
 }
 

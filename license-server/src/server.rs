@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -384,16 +384,7 @@ impl Drop for LicenseServer {
         }
         self.shared.stopped.notify_all();
 
-        // `accept` has no timeout: a connection of our own wakes it to see `stopping`.
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let woken = TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok();
-        if let Some(acceptor) = self.acceptor.take()
-            && woken
-        {
-            let _ = acceptor.join();
-        }
-        // LIMITATION: if the wake-up connection fails, the accept thread is left detached; it
-        // holds only the listener and exits at its next connection.
+        http::stop_acceptor(self.port, self.acceptor.take());
     }
 }
 

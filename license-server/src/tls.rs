@@ -135,14 +135,7 @@ impl Drop for TlsFront {
                 let _ = connection.shutdown(Shutdown::Both);
             }
         }
-        // `accept` has no timeout: a connection of our own wakes it to see `stopping`.
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let woken = TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok();
-        if let Some(acceptor) = self.acceptor.take()
-            && woken
-        {
-            let _ = acceptor.join();
-        }
+        crate::http::stop_acceptor(self.port, self.acceptor.take());
     }
 }
 
