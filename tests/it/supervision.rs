@@ -464,6 +464,15 @@ fn stubborn_emulator_is_killed_at_the_deadline(mode: Mode) {
 }
 
 fn second_term_kills_at_once(mode: Mode) {
+    second_stop_signal_kills_at_once(mode, libc::SIGTERM);
+}
+
+fn int_after_term_kills_at_once(mode: Mode) {
+    second_stop_signal_kills_at_once(mode, libc::SIGINT);
+}
+
+/// TERM, then `second` while the emulator ignores the TERM: KILL at once, not at the deadline.
+fn second_stop_signal_kills_at_once(mode: Mode, second: i32) {
     let sandbox = Sandbox::new();
     let mut command = lsinit(&sandbox, &emulator(&["--on-term", "ignore"]));
     command.env("SHUTDOWN_TIMEOUT", "60");
@@ -473,12 +482,17 @@ fn second_term_kills_at_once(mode: Mode) {
     init.signal(libc::SIGTERM);
     init.wait_for_line("got 15");
     let again = Instant::now();
-    init.signal(libc::SIGTERM);
+    init.signal(second);
     let outcome = init.finish();
     let took = again.elapsed();
 
     assert_eq!(outcome.code(), Some(137), "{}", outcome.stderr);
     assert!(took < Duration::from_secs(3), "took {took:?}");
+    // One TERM reached the emulator (with the CONT that lsinit sends after it), INT never.
+    let got = acknowledged(&outcome.stdout);
+    let terms = got.iter().filter(|&&signo| signo == libc::SIGTERM).count();
+    assert_eq!(terms, 1, "{}", outcome.stdout);
+    assert!(!got.contains(&libc::SIGINT), "{}", outcome.stdout);
 }
 
 fn int_stops_the_emulator_with_one_term(mode: Mode) {
@@ -502,29 +516,6 @@ fn int_stops_the_emulator_with_one_term(mode: Mode) {
         outcome.stdout
     );
     assert!(took < Duration::from_secs(3), "took {took:?}");
-}
-
-fn int_after_term_kills_at_once(mode: Mode) {
-    let sandbox = Sandbox::new();
-    let mut command = lsinit(&sandbox, &emulator(&["--on-term", "ignore"]));
-    command.env("SHUTDOWN_TIMEOUT", "30");
-    let mut init = Init::start(mode, &command);
-    init.wait_for_line("ready");
-
-    init.signal(libc::SIGTERM);
-    init.wait_for_line("got 15");
-    let again = Instant::now();
-    init.signal(libc::SIGINT);
-    let outcome = init.finish();
-    let took = again.elapsed();
-
-    assert_eq!(outcome.code(), Some(137), "{}", outcome.stderr);
-    assert!(took < Duration::from_secs(3), "took {took:?}");
-    // One TERM reached the emulator (with the CONT that lsinit sends after it), INT never.
-    let got = acknowledged(&outcome.stdout);
-    let terms = got.iter().filter(|&&signo| signo == libc::SIGTERM).count();
-    assert_eq!(terms, 1, "{}", outcome.stdout);
-    assert!(!got.contains(&libc::SIGINT), "{}", outcome.stdout);
 }
 
 fn leftover_is_killed_at_the_original_deadline(mode: Mode) {
