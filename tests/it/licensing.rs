@@ -416,18 +416,8 @@ fn quoted_token_activates_with_the_quotes_stripped() {
         format!("'{TOKEN}'"),
         format!(" \"'{TOKEN}'\" "),
     ] {
-        let rig = Rig::knowing_token();
-
-        let outcome = rig.run(|c| {
-            c.env("LOCALSTACK_AUTH_TOKEN", &value);
-        });
-
-        assert_eq!(outcome.code(), Some(0), "{value}\n{}", outcome.stderr);
-        let requests = rig.requests();
-        assert_eq!(requests.len(), 1);
-        assert_eq!(body(&requests[0])["credentials"]["token"], TOKEN);
+        let env = activates_with_the_trimmed_token(&value);
         // The emulator gets the variable as the user gave it.
-        let env = rig.started_env(&outcome);
         assert!(
             has_line(&env, &format!("LOCALSTACK_AUTH_TOKEN={value}")),
             "{env}"
@@ -442,18 +432,25 @@ fn token_wrapped_in_crlf_activates_and_the_server_gets_it_trimmed() {
         format!("\r\n{TOKEN}\r\n"),
         format!("\t{TOKEN} \n"),
     ] {
-        let rig = Rig::knowing_token();
-
-        let outcome = rig.run(|c| {
-            c.env("LOCALSTACK_AUTH_TOKEN", &value);
-        });
-
-        assert_eq!(outcome.code(), Some(0), "{value:?}\n{}", outcome.stderr);
-        let requests = rig.requests();
-        assert_eq!(requests.len(), 1);
-        assert_eq!(body(&requests[0])["credentials"]["token"], TOKEN);
-        assert!(has_line(&rig.started_env(&outcome), "ACTIVATE_PRO=1"));
+        let env = activates_with_the_trimmed_token(&value);
+        assert!(has_line(&env, "ACTIVATE_PRO=1"), "{env}");
     }
+}
+
+/// Starts with `LOCALSTACK_AUTH_TOKEN=value`, checks that one request carried the trimmed
+/// token and the start succeeded; returns the emulator's environment.
+fn activates_with_the_trimmed_token(value: &str) -> String {
+    let rig = Rig::knowing_token();
+
+    let outcome = rig.run(|c| {
+        c.env("LOCALSTACK_AUTH_TOKEN", value);
+    });
+
+    assert_eq!(outcome.code(), Some(0), "{value:?}\n{}", outcome.stderr);
+    let requests = rig.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(body(&requests[0])["credentials"]["token"], TOKEN);
+    rig.started_env(&outcome)
 }
 
 #[test]
